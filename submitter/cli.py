@@ -1,0 +1,313 @@
+"""The command line: parse, call one core function, render. No boto3, docker or paramiko here.
+
+Heavy modules are imported inside the commands so `submitter --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from submitter import settings as settings_mod
+from submitter.errors import NotBuiltYet, SubmitterError
+from submitter.settings import Settings
+
+GLOBAL_FLAGS = ("--sandbox", "--debug")
+
+
+class _Group(TyperGroup):
+    """Root group: global flags anywhere on the line, and the one handler that renders our errors."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            cut = args.index("--") if "--" in args else len(args)
+            head, tail = args[:cut], args[cut:]
+            flags = [a for a in head if a in GLOBAL_FLAGS]
+            args = flags + [a for a in head if a not in GLOBAL_FLAGS] + tail
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SubmitterError as err:
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(f"error: {err.render()}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    obj = ctx.obj
+    return bool(ctx.params.get("debug")) or (isinstance(obj, Settings) and obj.debug)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Run training jobs on the cheapest suitable AWS spot capacity; leave results in S3 and nothing billing.",
+)
+sandbox_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="A local AWS on loopback (moto, a real registry, an instance runner) to rehearse jobs with no account.",
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    sandbox: bool = typer.Option(False, "--sandbox", help="Use the local sandbox instead of AWS."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    settings = settings_mod.load(os.environ, Path.cwd())
+    if sandbox:
+        settings = settings.with_sandbox()
+    if debug:
+        from dataclasses import replace
+
+        settings = replace(settings, debug=True)
+    ctx.obj = settings
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+# ---------------------------------------------------------------------------------------------- submit
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(..., help="Job spec files (YAML).", show_default=False),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop: nothing is built or created."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wait: bool = typer.Option(False, "--wait", help="Block until every run ends; exit 1 if any failed."),
+    follow: bool = typer.Option(False, "--follow", help="Like --wait, and stream the logs."),
+) -> None:
+    """Submit one or more job specs: build, push, stage, launch spot workers."""
+    from submitter import plan as planning
+    from submitter import spec as spec_mod
+
+    settings = _settings(ctx)
+    specs = spec_mod.load_many(files)
+    plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings)) for s in specs]
+    if dry_run:
+        if as_json:
+            _print_json(plans[0].to_json() if len(plans) == 1 else [p.to_json() for p in plans])
+        else:
+            from submitter import render
+
+            for p in plans:
+                render.plan(p)
+        return
+    raise NotBuiltYet("submit (without --dry-run)", 5)
+
+
+def submit_main() -> None:
+    """The `submit` console script: the same as `submitter submit`."""
+    main(["submit", *sys.argv[1:]])
+
+
+# ---------------------------------------------------------------------------------------------- tracking
+
+
+@app.command()
+def status(
+    target: str = typer.Argument(None, help="JOB, SUBMISSION or RUN id; default: recent submissions."),
+    as_json: bool = typer.Option(False, "--json"),
+    all_: bool = typer.Option(False, "--all", help="Include finished submissions."),
+) -> None:
+    """Runs and their state, instance, price and cost so far."""
+    raise NotBuiltYet("status", 6)
+
+
+@app.command()
+def logs(
+    run: str = typer.Argument(..., help="RUN id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new output."),
+) -> None:
+    """A run's container and boot logs, from S3 (no SSH needed)."""
+    raise NotBuiltYet("logs", 6)
+
+
+@app.command()
+def results(
+    target: str = typer.Argument(..., help="RUN, SUBMISSION or JOB (its latest submission)."),
+    dest: Path = typer.Option(None, "--dest", help="Download directory; default ./results/<run-id>/."),
+) -> None:
+    """Download a run's outputs from S3."""
+    raise NotBuiltYet("results", 6)
+
+
+@app.command()
+def cancel(
+    target: str = typer.Argument(..., help="RUN or SUBMISSION id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Stop runs gracefully (outputs uploaded), drop queued ones, terminate their instances."""
+    raise NotBuiltYet("cancel", 6)
+
+
+@app.command()
+def cost(
+    target: str = typer.Argument(None, help="SUBMISSION id; default: all since --since."),
+    since: str = typer.Option(None, "--since", help="DATE (YYYY-MM-DD)."),
+) -> None:
+    """What runs cost: spot price history x runtime, plus EBS; savings against on-demand."""
+    raise NotBuiltYet("cost", 6)
+
+
+@app.command()
+def prices(types: list[str] = typer.Argument(..., help="Instance types, e.g. g4dn.xlarge.")) -> None:
+    """Live spot price per availability zone, cheapest first."""
+    raise NotBuiltYet("prices", 6)
+
+
+@app.command()
+def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking.")) -> None:
+    """Find and remove orphaned resources tagged by submitter."""
+    raise NotBuiltYet("gc", 6)
+
+
+# ---------------------------------------------------------------------------------------------- access
+
+
+@app.command()
+def ssh(
+    run: str = typer.Argument(..., help="RUN id."),
+    command: list[str] = typer.Argument(None, help="Command to run instead of a shell (after --)."),
+    cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
+) -> None:
+    """Open a shell (or run a command) on a run's instance; port 22 opens for your /32 only, then closes."""
+    raise NotBuiltYet("ssh", 8)
+
+
+@app.command()
+def notebook(
+    target: str = typer.Argument(..., help="SPEC file or RUN id."),
+    port: int = typer.Option(8888, "--port", help="Port in the job container to forward."),
+) -> None:
+    """Run Jupyter (or forward any port) in the job container and open it on localhost."""
+    raise NotBuiltYet("notebook", 8)
+
+
+@app.command()
+def init(yes: bool = typer.Option(False, "--yes", "-y", help="Create without asking.")) -> None:
+    """Create the bucket, repository, role and security group this tool needs, and record them in .env."""
+    raise NotBuiltYet("init", 8)
+
+
+@app.command()
+def doctor() -> None:
+    """Check credentials, permissions, quotas, the docker engine and the settings."""
+    raise NotBuiltYet("doctor", 8)
+
+
+# ---------------------------------------------------------------------------------------------- sandbox
+
+
+@sandbox_app.command("up")
+def sandbox_up(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Start the sandbox (idempotent); returns when it is ready."""
+    from submitter.sandbox import api
+
+    state = api.up(_settings(ctx), _say)
+    if as_json:
+        _print_json(state)
+    else:
+        click.echo(f"sandbox ready: {state['endpoint_url']} (registry {state['registry']})")
+        click.echo("inspect it with: eval \"$(submitter sandbox env)\"; aws ec2 describe-instances")
+
+
+@sandbox_app.command("down")
+def sandbox_down(ctx: typer.Context) -> None:
+    """Stop the sandbox: no process, container, loop device or mount is left behind."""
+    from submitter.sandbox import api
+
+    api.down(_settings(ctx), _say)
+    click.echo("sandbox down")
+
+
+@sandbox_app.command("status")
+def sandbox_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Whether the sandbox runs, its endpoints, and its instances."""
+    from submitter.sandbox import api
+
+    state = api.status(_settings(ctx))
+    if as_json:
+        _print_json(state)
+        return
+    click.echo(f"sandbox: {'up' if state.get('up') else 'down'}")
+    for key in ("endpoint_url", "registry", "region"):
+        if state.get(key):
+            click.echo(f"  {key}: {state[key]}")
+    for inst in state.get("instances", []):
+        click.echo(f"  {inst['instance_id']}  {inst['state']}  {inst.get('instance_type', '')}")
+
+
+@sandbox_app.command("env")
+def sandbox_env(ctx: typer.Context) -> None:
+    """Print `export` lines so the aws CLI or boto3 talk to the sandbox."""
+    import shlex
+
+    from submitter.sandbox import api
+
+    for name, value in api.env(_settings(ctx)).items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@sandbox_app.command("logs")
+def sandbox_logs(ctx: typer.Context, instance_id: str = typer.Argument(..., help="Instance id.")) -> None:
+    """An instance's boot output (like cloud-init-output.log)."""
+    from submitter.sandbox import api
+
+    sys.stdout.write(api.logs(_settings(ctx), instance_id))
+
+
+@sandbox_app.command("interrupt")
+def sandbox_interrupt(
+    ctx: typer.Context,
+    instance_id: str = typer.Argument(..., help="Instance id."),
+    notice: float = typer.Option(120.0, "--notice", help="Seconds between the notice and termination."),
+) -> None:
+    """Schedule a spot interruption: IMDS shows the notice, then the instance is terminated."""
+    from submitter.sandbox import api
+
+    result = api.interrupt(_settings(ctx), instance_id, notice)
+    click.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console entry point."""
+    command = typer.main.get_command(app)
+    command.main(args=argv if argv is not None else sys.argv[1:], prog_name="submitter")
+    raise SystemExit(0)

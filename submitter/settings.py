@@ -1,0 +1,122 @@
+"""Settings: one immutable object built from the environment and `.env`, read once at the CLI edge.
+
+Everything below the CLI receives a Settings; nothing else reads os.environ.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from submitter.errors import SettingsError
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+# name, default, meaning: the README's settings table is generated from this list.
+REFERENCE: list[tuple[str, str, str]] = [
+    ("SUBMITTER_REGION", "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1", "AWS region for every call"),
+    ("SUBMITTER_PROFILE", "AWS_PROFILE", "AWS named profile (credentials come from the usual AWS chain)"),
+    ("SUBMITTER_BUCKET", "(none; `init` creates one)", "private S3 bucket holding runs, inputs and logs"),
+    ("SUBMITTER_PREFIX", "submitter", "key prefix inside the bucket"),
+    ("SUBMITTER_ECR_REPOSITORY", "submitter", "ECR repository for training images"),
+    ("SUBMITTER_REGISTRY", "(from ECR)", "registry endpoint override, host[:port] (the sandbox sets it)"),
+    ("SUBMITTER_HOME", "~/.submitter", "local state: sandbox files, ssh keys, caches (never the source of truth)"),
+    ("SUBMITTER_SANDBOX", "0", "1: every command talks to the local sandbox instead of AWS"),
+    ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
+]
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str = "us-east-1"
+    profile: str | None = None
+    bucket: str | None = None
+    prefix: str = "submitter"
+    ecr_repository: str = "submitter"
+    registry: str | None = None
+    home: Path = Path("~/.submitter").expanduser()
+    sandbox: bool = False
+    debug: bool = False
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.home / "sandbox"
+
+    def with_sandbox(self) -> Settings:
+        return replace(self, sandbox=True)
+
+
+def load(environ: Mapping[str, str], cwd: Path) -> Settings:
+    """Settings from `environ` over `.env` in `cwd` (the environment wins, as with docker compose)."""
+    values = dict(_dotenv(cwd / ".env"))
+    values.update({k: v for k, v in environ.items() if v is not None})
+
+    def get(name: str) -> str | None:
+        value = values.get(name)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    region = get("SUBMITTER_REGION") or get("AWS_REGION") or get("AWS_DEFAULT_REGION") or "us-east-1"
+    if not _REGION.match(region):
+        raise SettingsError("SUBMITTER_REGION", f"{region!r} is not an AWS region name", "use e.g. us-east-1")
+    bucket = get("SUBMITTER_BUCKET")
+    if bucket and not _BUCKET.match(bucket):
+        raise SettingsError(
+            "SUBMITTER_BUCKET", f"{bucket!r} is not a valid S3 bucket name",
+            "use 3-63 lowercase letters, digits, dots and hyphens, or run `submitter init` to create one",
+        )
+    repository = get("SUBMITTER_ECR_REPOSITORY") or "submitter"
+    if not _REPOSITORY.match(repository):
+        raise SettingsError(
+            "SUBMITTER_ECR_REPOSITORY", f"{repository!r} is not a valid ECR repository name",
+            "use lowercase letters, digits and . _ - / separators",
+        )
+    prefix = (get("SUBMITTER_PREFIX") or "submitter").strip("/")
+    home = Path(get("SUBMITTER_HOME") or "~/.submitter").expanduser()
+    return Settings(
+        region=region,
+        profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
+        bucket=bucket,
+        prefix=prefix,
+        ecr_repository=repository,
+        registry=get("SUBMITTER_REGISTRY"),
+        home=home,
+        sandbox=_flag(values, "SUBMITTER_SANDBOX"),
+        debug=_flag(values, "SUBMITTER_DEBUG"),
+    )
+
+
+def _flag(values: Mapping[str, str | None], name: str) -> bool:
+    raw = (values.get(name) or "").strip().lower()
+    if raw in TRUE:
+        return True
+    if raw in FALSE:
+        return False
+    raise SettingsError(name, f"{raw!r} is not a yes/no value", f"set {name}=1 or {name}=0")
+
+
+def _dotenv(path: Path) -> Mapping[str, str | None]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return dotenv_values(path)
+
+
+def secret_values(names: list[str], environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """Look up secret values by name (environment over .env) at submit time; never from the spec."""
+    values = dict(_dotenv(cwd / ".env"))
+    values.update(environ)
+    missing = [n for n in names if not values.get(n)]
+    if missing:
+        raise SettingsError(
+            "secrets", f"no value for {', '.join(missing)} in the environment or .env",
+            f"export {missing[0]}=... or add it to .env, then submit again",
+        )
+    return {n: str(values[n]) for n in names}
