@@ -25,6 +25,7 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_REGISTRY", "(from ECR)", "registry endpoint override, host[:port] (the sandbox sets it)"),
     ("SUBMITTER_HOME", "~/.submitter", "local state: sandbox files, ssh keys, caches (never the source of truth)"),
     ("SUBMITTER_SANDBOX", "0", "1: every command talks to the local sandbox instead of AWS"),
+    ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
     ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
 ]
 
@@ -43,6 +44,7 @@ class Settings:
     registry: str | None = None
     home: Path = Path("~/.submitter").expanduser()
     sandbox: bool = False
+    sandbox_port: int = 45660
     debug: bool = False
 
     @property
@@ -79,6 +81,12 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         )
     prefix = (get("SUBMITTER_PREFIX") or "submitter").strip("/")
     home = Path(get("SUBMITTER_HOME") or "~/.submitter").expanduser()
+    port = get("SUBMITTER_SANDBOX_PORT") or "45660"
+    if not port.isdigit() or not 1024 <= int(port) <= 65530:
+        raise SettingsError(
+            "SUBMITTER_SANDBOX_PORT", f"{port!r} is not a port number from 1024 to 65530",
+            "set SUBMITTER_SANDBOX_PORT=45660 (the sandbox uses it and the next two ports)",
+        )
     return Settings(
         region=region,
         profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
@@ -88,6 +96,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         registry=get("SUBMITTER_REGISTRY"),
         home=home,
         sandbox=_flag(values, "SUBMITTER_SANDBOX"),
+        sandbox_port=int(port),
         debug=_flag(values, "SUBMITTER_DEBUG"),
     )
 
