@@ -1,0 +1,63 @@
+#!/bin/bash
+# submitter boot script (EC2 user-data). The same bytes run on AWS and in the sandbox; only the standard
+# variables AWS_ENDPOINT_URL and AWS_EC2_METADATA_SERVICE_ENDPOINT differ there.
+set -uo pipefail
+
+SUBMISSION={{SUBMISSION}}
+BUCKET={{BUCKET}}
+PREFIX={{PREFIX}}
+GROUP={{GROUP}}
+DEADMAN_MINUTES={{DEADMAN_MINUTES}}
+
+# Dead-man switch before anything else: whatever happens below, this host stops billing.
+shutdown -h "+${DEADMAN_MINUTES}" "submitter: max_runtime reached" || true
+
+IMDS="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}"
+IMDS="${IMDS%/}"
+TOKEN=""
+
+imds() {
+  if [ -z "$TOKEN" ]; then
+    TOKEN=$(curl -sf -m 5 -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 21600") || return 1
+  fi
+  curl -sf -m 5 -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/latest/$1"
+}
+
+retry() {
+  local i
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    "$@" && return 0
+    sleep "$i"
+  done
+  return 1
+}
+
+INSTANCE_ID=$(retry imds meta-data/instance-id) || { echo "no instance metadata"; shutdown -h now; exit 1; }
+REGION=$(retry imds meta-data/placement/region) || { echo "no region in instance metadata"; shutdown -h now; exit 1; }
+export AWS_DEFAULT_REGION="$REGION" AWS_REGION="$REGION"
+BASE="s3://$BUCKET/$PREFIX/submissions/$SUBMISSION"
+
+# Report why this host gives up, leave the group without a replacement, and power off.
+give_up() {
+  echo "boot failed: $1"
+  printf '{"instance_id": "%s", "state": "boot-failed", "reason": "%s", "time": "%s"}\n' \
+    "$INSTANCE_ID" "${1//\"/\'}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > /tmp/submitter-boot.json
+  aws s3 cp --only-show-errors /tmp/submitter-boot.json "$BASE/instances/$INSTANCE_ID.json" || true
+  aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
+    --should-decrement-desired-capacity >/dev/null 2>&1 || true
+  shutdown -h now
+  exit 1
+}
+
+command -v python3 >/dev/null || give_up "python3 is not on this image"
+command -v docker >/dev/null || give_up "docker is not on this image"
+mkdir -p /opt/submitter
+retry aws s3 cp --only-show-errors "$BASE/agent.py" /opt/submitter/agent.py || give_up "cannot fetch $BASE/agent.py"
+
+python3 /opt/submitter/agent.py --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
+  --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION"
+status=$?
+echo "agent exited with $status"
+aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
+  --should-decrement-desired-capacity >/dev/null 2>&1 || true
+shutdown -h now

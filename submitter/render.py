@@ -1,0 +1,74 @@
+"""Human-readable rendering (rich) of plans and tables. Machine-readable output is plain JSON in cli.py."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from submitter.plan import Plan
+
+
+def plan(p: Plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{p.job}[/] ({p.spec_file}) -> submission [bold]{p.submission_id}[/] in {p.region}")
+    image = p.image
+    if image.get("prebuilt"):
+        console.print(f"  image: prebuilt {image['uri']}")
+    else:
+        console.print(f"  image: build {image['dockerfile']} (context {image['context']}, {image['platform']})")
+        console.print(f"         -> {image['uri']}  (skipped if already in the registry)")
+
+    runs = Table(title=f"{len(p.runs)} run(s), {p.workers} spot worker(s) at a time", title_justify="left")
+    runs.add_column("run")
+    runs.add_column("sweep")
+    runs.add_column("results")
+    for r in p.runs:
+        runs.add_row(r.run_id, " ".join(f"{k}={v}" for k, v in r.sweep.items()) or "-", p.run_uri(r.run_id))
+    console.print(runs)
+
+    if p.placements:
+        offers = Table(title=f"spot offers within max_price ({p.price_note})", title_justify="left")
+        for column in ("type", "AZ", "spot $/h", "on-demand $/h", "saving"):
+            offers.add_column(column)
+        for o in p.placements[:8]:
+            offers.add_row(
+                o.instance_type, o.availability_zone, f"{o.spot_price:.4f}",
+                f"{o.on_demand:.4f}" if o.on_demand else "unknown",
+                f"{o.savings:.0%}" if o.savings is not None else "-",
+            )
+        if len(p.placements) > 8:
+            offers.add_row("...", f"{len(p.placements) - 8} more", "", "", "")
+        console.print(offers)
+        if p.excluded:
+            console.print(f"  {len(p.excluded)} offer(s) above max_price left out")
+    else:
+        console.print(f"  placement: {p.price_note}")
+
+    lt = p.launch_template
+    console.print("  launch: " + ", ".join([
+        f"AMI {lt['ImageId'].removeprefix('resolve:ssm:')}",
+        "IMDSv2 required",
+        f"{lt['BlockDeviceMappings'][0]['Ebs']['VolumeSize']} GB encrypted gp3 at {lt['BlockDeviceMappings'][0]['DeviceName']}",
+        "shutdown terminates",
+        "no inbound rules",
+    ]))
+    console.print(f"  spot strategy: {p.group['MixedInstancesPolicy']['InstancesDistribution']['SpotAllocationStrategy']}"
+                  f", max price {p.group['MixedInstancesPolicy']['InstancesDistribution'].get('SpotMaxPrice', 'on-demand')}")
+    console.print(f"  boot script: {len(p.user_data.encode())} bytes of 16384;"
+                  f" instance role: {len(p.iam_policy['Statement'])} scoped statements")
+    e = p.estimate
+    if e.get("total_at_most") not in (None, "unknown"):
+        line = f"  cost: at most ${e['total_at_most']:.2f} for {e['runs']} run(s) at ${e['spot_price_per_hour']}/h"
+        if e.get("on_demand_total"):
+            line += f" (on-demand would be ${e['on_demand_total']:.2f})"
+    elif e.get("total_at_most_at_max_price") is not None:
+        line = f"  cost: unknown spot price; at most ${e['total_at_most_at_max_price']:.2f} at max_price"
+    else:
+        line = "  cost: unknown (no spot prices and no max_price)"
+    console.print(line)
+    for w in p.warnings:
+        console.print(f"  [yellow]warning:[/] {w}")
+    console.print("  dry run: nothing was built or created")
