@@ -59,10 +59,10 @@ class ImageResult:
     digest: str
     built: bool
     pushed: bool
-    bytes_pushed: int = 0  # compressed bytes of the layer blobs uploaded, plus config and manifest
+    bytes_pushed: int = 0  # compressed bytes uploaded: new layer blobs, their config, the manifest
     layers_pushed: int = 0  # layers uploaded; layers the registry already had are not counted
     layers_total: int = 0
-    image_bytes: int = 0  # compressed size of the whole image in the registry (layers + config)
+    image_bytes: int = 0  # compressed size of the whole image in the registry (layers, config, manifest)
     image_id: str | None = None  # local image id when built here
 
 
@@ -104,7 +104,7 @@ def ensure_image(
 
     digest = _existing_digest(ecr, aws, auth, repo.name, tag)
     if digest:
-        progress.done(f"image up to date: {name}:{tag} ({digest[:19]})")
+        progress.done(f"image up to date: {name}:{tag} ({digest[:19]}); no build, no push")
         return ImageResult(f"{name}@{digest}", tag, digest, built=False, pushed=False)
 
     api = getattr(docker_client, "api", docker_client)  # accept DockerClient or APIClient
@@ -256,7 +256,7 @@ class PushLog:
 
     uploaded: list[str] = field(default_factory=list)  # layer ids as the stream names them ("Pushed")
     reused: list[str] = field(default_factory=list)  # "Layer already exists" / "Mounted from ..."
-    progress_totals: dict[str, int] = field(default_factory=dict)  # uncompressed bytes per pushing layer
+    progress_totals: dict[str, int] = field(default_factory=dict)  # uncompressed bytes seen per layer
     digest: str | None = None
     manifest_size: int = 0
     error: str | None = None
@@ -278,9 +278,11 @@ class PushLog:
         elif status.startswith(_REUSED) and layer not in self.reused:
             self.reused.append(layer)
         elif status == "Pushing":
-            total = (event.get("progressDetail") or {}).get("total")
-            if total:
-                self.progress_totals[layer] = int(total)
+            # `current` counts uncompressed tar bytes read so far; `total` is not reliable (it can be
+            # smaller than `current`), so the largest of the two seen stands in when no manifest is read.
+            detail = event.get("progressDetail") or {}
+            seen = max(int(detail.get("current") or 0), int(detail.get("total") or 0))
+            self.progress_totals[layer] = max(seen, self.progress_totals.get(layer, 0))
 
 
 def account(events: Iterable[Mapping[str, Any]]) -> PushLog:
@@ -298,19 +300,20 @@ def pushed_bytes(log: PushLog, diff_ids: list[str], manifest: Mapping[str, Any] 
     uncompressed tar), and its byte counters count uncompressed bytes. What actually crosses the wire is
     the gzip blob, whose size only the registry's manifest records. The image config lists diff ids in
     the same order as the manifest lists blobs, so: stream id -> index in RootFS.Layers -> manifest
-    layers[index].size. The config blob and the manifest itself are added (a new image uploads both).
-    Without a manifest (registry unreadable), the stream's uncompressed totals are an upper bound.
+    layers[index].size. The manifest is always uploaded; the config blob too whenever a layer was (new
+    layers make a new config). Without a manifest (registry unreadable) the stream's uncompressed totals
+    stand in.
     """
     if not manifest or len(manifest.get("layers", [])) != len(diff_ids):
         sent = sum(log.progress_totals.get(layer, 0) for layer in log.uploaded)
-        return sent + log.manifest_size, sum(log.progress_totals.values())
+        return sent + log.manifest_size, sum(log.progress_totals.values()) + log.manifest_size
     short = [d.split(":", 1)[-1][:12] for d in diff_ids]
     sizes = [int(layer["size"]) for layer in manifest["layers"]]
     config = int(manifest.get("config", {}).get("size", 0))
-    sent = sum(sizes[short.index(layer)] for layer in log.uploaded if layer in short)
+    sent = sum(sizes[short.index(layer)] for layer in log.uploaded if layer in short) + log.manifest_size
     if log.uploaded:
-        sent += config + log.manifest_size
-    return sent, sum(sizes) + config
+        sent += config
+    return sent, sum(sizes) + config + log.manifest_size
 
 
 def _push(api: Any, name: str, tag: str, auth: RegistryAuth, progress: Progress) -> PushLog:
