@@ -57,9 +57,16 @@ def test_ensure_repository_creates_it_with_our_settings_once(aws: Aws) -> None:
     policy = json.loads(client.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"])
     untagged, newest = policy["rules"]
     assert untagged["selection"] == {
-        "tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": UNTAGGED_DAYS,
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": UNTAGGED_DAYS,
     }
-    assert newest["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_IMAGES}
+    assert newest["selection"] == {
+        "tagStatus": "any",
+        "countType": "imageCountMoreThan",
+        "countNumber": KEEP_IMAGES,
+    }
     assert {r["action"]["type"] for r in policy["rules"]} == {"expire"}
 
 
@@ -69,8 +76,14 @@ def test_image_digest_of_missing_tag_or_repository_is_none(aws: Aws) -> None:
     assert ecr.image_digest(name, "c-0") is None  # no repository yet
     ecr.ensure_repository(name)
     assert ecr.image_digest(name, "c-0") is None
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                           "config": {}, "layers": []})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {},
+            "layers": [],
+        }
+    )
     put = aws.client("ecr").put_image(repositoryName=name, imageManifest=manifest, imageTag="c-1")
     digest = put["image"]["imageId"]["imageDigest"]
     assert ecr.image_digest(name, "c-1") == digest
@@ -82,7 +95,9 @@ def test_token_decodes_to_user_password_and_registry_host(aws: Aws) -> None:
     assert (auth.username, auth.password) == ("AWS", "123456789012-auth-token")
     assert auth.registry == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
     assert auth.auth_config() == {
-        "username": "AWS", "password": "123456789012-auth-token", "serveraddress": auth.registry,
+        "username": "AWS",
+        "password": "123456789012-auth-token",
+        "serveraddress": auth.registry,
     }
     aws.registry = "127.0.0.1:5000"  # a registry override (the sandbox) replaces the proxyEndpoint host
     assert Ecr(aws, TokenCache()).registry_auth().registry == "127.0.0.1:5000"
@@ -105,10 +120,17 @@ def test_past_expiry_is_used_for_this_process_not_refetched_in_a_loop(aws: Aws, 
 
 def test_valid_token_is_cached_on_disk_until_shortly_before_expiry(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    data = {"authorizationToken": "QVdTOnNlY3JldA==", "proxyEndpoint": "https://1.dkr.ecr.us-east-1.amazonaws.com",
-            "expiresAt": datetime.fromtimestamp(now[0] + 12 * 3600, tz=timezone.utc)}
+    data = {
+        "authorizationToken": "QVdTOnNlY3JldA==",
+        "proxyEndpoint": "https://1.dkr.ecr.us-east-1.amazonaws.com",
+        "expiresAt": datetime.fromtimestamp(now[0] + 12 * 3600, tz=timezone.utc),
+    }
     auth = decode_token(data)
-    assert (auth.username, auth.password, auth.registry) == ("AWS", "secret", "1.dkr.ecr.us-east-1.amazonaws.com")
+    assert (auth.username, auth.password, auth.registry) == (
+        "AWS",
+        "secret",
+        "1.dkr.ecr.us-east-1.amazonaws.com",
+    )
     TokenCache(tmp_path, clock=lambda: now[0]).put("k", auth)
     (stored,) = tmp_path.iterdir()
     assert stored.stat().st_mode & 0o777 == 0o600
@@ -123,7 +145,8 @@ def test_access_denied_names_the_iam_action(aws: Aws) -> None:
     with Stubber(client) as stub:
         stub.add_client_error("describe_repositories", "RepositoryNotFoundException", "no such repository")
         stub.add_client_error(
-            "create_repository", "AccessDeniedException",
+            "create_repository",
+            "AccessDeniedException",
             "User: arn:aws:iam::123456789012:user/u is not authorized to perform: ecr:CreateRepository",
         )
         with pytest.raises(AwsError) as caught:

@@ -25,10 +25,19 @@ DIFF_IDS = [
 # The registry's manifest for that push (sizes are the gzip blobs actually stored).
 MANIFEST = {
     "schemaVersion": 2,
-    "config": {"size": 2634, "digest": "sha256:c92a2ef85f1b0e9e5881d1c9663b249fb333a270332120a2a27b2d04ef7a935b"},
+    "config": {
+        "size": 2634,
+        "digest": "sha256:c92a2ef85f1b0e9e5881d1c9663b249fb333a270332120a2a27b2d04ef7a935b",
+    },
     "layers": [
-        {"size": 122914335, "digest": "sha256:5615d1a99453fb5051891fa5d3f90ccdbc06e273cd4e8c576fed2f74cdbb63f5"},
-        {"size": 104889920, "digest": "sha256:f445f9355f2d69f6704ddc01b6f06209a8862b6bea5170be7abe147869001275"},
+        {
+            "size": 122914335,
+            "digest": "sha256:5615d1a99453fb5051891fa5d3f90ccdbc06e273cd4e8c576fed2f74cdbb63f5",
+        },
+        {
+            "size": 104889920,
+            "digest": "sha256:f445f9355f2d69f6704ddc01b6f06209a8862b6bea5170be7abe147869001275",
+        },
         {"size": 98, "digest": "sha256:26da0116fe71f5815b2cfb5e20c7d0196b930bedb2be6da9b260c6b619649091"},
         {"size": 163, "digest": "sha256:4af0d8059ef16edd6755872a20d306baf221645ea220fdb5c14638bb338b2238"},
     ],
@@ -53,12 +62,23 @@ ONE_LINE_CHANGE = _prepare() + [
     AUX,
 ]
 # The same image pushed to a second repository of the same registry: every blob is mounted, none sent.
-MOUNTED = _prepare() + [
-    {"status": "Mounted from try/r1", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS
-] + [AUX]
-COLD = _prepare() + [
-    {"status": "Pushing", "progressDetail": {"current": 1 << 20, "total": 104869376}, "id": "7fdbe04c83b1"},
-] + [{"status": "Pushed", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS] + [AUX]
+MOUNTED = (
+    _prepare()
+    + [{"status": "Mounted from try/r1", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS]
+    + [AUX]
+)
+COLD = (
+    _prepare()
+    + [
+        {
+            "status": "Pushing",
+            "progressDetail": {"current": 1 << 20, "total": 104869376},
+            "id": "7fdbe04c83b1",
+        },
+    ]
+    + [{"status": "Pushed", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS]
+    + [AUX]
+)
 
 
 def test_one_line_change_counts_only_the_code_layer() -> None:
@@ -93,8 +113,15 @@ def test_without_a_manifest_the_stream_counters_stand_in() -> None:
 
 
 def test_push_error_event_is_recorded() -> None:
-    log = account(_prepare() + [{"errorDetail": {"message": "unauthorized: authentication required"},
-                                 "error": "unauthorized: authentication required"}])
+    log = account(
+        _prepare()
+        + [
+            {
+                "errorDetail": {"message": "unauthorized: authentication required"},
+                "error": "unauthorized: authentication required",
+            }
+        ]
+    )
     assert log.error == "unauthorized: authentication required"
     assert log.digest is None
 
@@ -103,8 +130,9 @@ def test_push_errors_name_the_fix() -> None:
     auth = _push_error("127.0.0.1:5055", "r/x", "unauthorized: authentication required")
     assert auth.where == "registry 127.0.0.1:5055" and "ecr:GetAuthorizationToken" in (auth.next_step or "")
     denied = _push_error(
-        "1.dkr", "r/x",
-        "denied: User: arn:aws:iam::1:user/u is not authorized to perform: ecr:InitiateLayerUpload on resource",
+        "1.dkr",
+        "r/x",
+        "denied: User: arn:aws:iam::1:user/u is not authorized to perform: ecr:InitiateLayerUpload",
     )
     assert "policy" in denied.what and denied.next_step and "ecr:InitiateLayerUpload" in denied.next_step
     full = _push_error("h", "r/x", "write /var/lib/docker/tmp/x: no space left on device")
@@ -116,7 +144,9 @@ def test_push_errors_name_the_fix() -> None:
 
 def test_build_error_shows_the_step_and_its_last_lines() -> None:
     tail = [f"line {i}" for i in range(20)][-15:]
-    err = _build_error("Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail)
+    err = _build_error(
+        "Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail
+    )
     text = err.render()
     assert err.where == "docker build"
     assert "Step 3/5 : RUN make failed: The command" in text
@@ -127,7 +157,11 @@ def test_build_error_shows_the_step_and_its_last_lines() -> None:
 
 def test_parse_reference() -> None:
     assert parse_reference("123456789012.dkr.ecr.us-east-1.amazonaws.com/train@sha256:ab") == (
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com", "train", None, "sha256:ab")
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        "train",
+        None,
+        "sha256:ab",
+    )
     assert parse_reference("localhost:5000/a/b:c-1") == ("localhost:5000", "a/b", "c-1", None)
     assert parse_reference("python:3.11-slim") == ("docker.io", "library/python", "3.11-slim", None)
     assert parse_reference("org/img") == ("docker.io", "org/img", None, None)
@@ -142,7 +176,9 @@ def test_plain_progress_prints_final_layer_states_only() -> None:
     progress.done("pushed")
     lines = out.getvalue().splitlines()
     assert lines[-1] == "pushed"
-    assert "  66e6f3c652f9: Pushed" in lines and not any("Pushing" in line or "Preparing" in line for line in lines)
+    assert "  66e6f3c652f9: Pushed" in lines and not any(
+        "Pushing" in line or "Preparing" in line for line in lines
+    )
 
 
 def test_null_progress_records() -> None:
