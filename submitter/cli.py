@@ -109,15 +109,19 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     wait: bool = typer.Option(False, "--wait", help="Block until every run ends; exit 1 if any failed."),
     follow: bool = typer.Option(False, "--follow", help="Like --wait, and stream the logs."),
+    submission: str = typer.Option(None, "--id", help="Re-use a submission id: retry a cut-short submit; "
+                                   "nothing is created twice."),
 ) -> None:
     """Submit one or more job specs: build, push, stage, launch spot workers."""
     from submitter import plan as planning
     from submitter import spec as spec_mod
+    from submitter.aws import session
 
-    settings = _settings(ctx)
+    settings = session.resolve(_settings(ctx))
     specs = spec_mod.load_many(files)
-    plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings)) for s in specs]
     if dry_run:
+        plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings), submission=submission)
+                 for s in specs]
         if as_json:
             _print_json(plans[0].to_json() if len(plans) == 1 else [p.to_json() for p in plans])
         else:
@@ -126,7 +130,29 @@ def submit(
             for p in plans:
                 render.plan(p)
         return
-    raise NotBuiltYet("submit (without --dry-run)", 5)
+    from submitter import execute, image, progress
+
+    aws = session.connect(settings)
+    view = progress.for_stream(as_json=as_json)
+    submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission)
+    summary = [{"submission_id": s.plan.submission_id, "job": s.plan.job, "image": s.image_uri,
+                "runs": [r.run_id for r in s.plan.runs], **s.image_facts} for s in submitted]
+    if as_json and not (wait or follow):
+        _print_json(summary)
+    elif not as_json:
+        for s in submitted:
+            click.echo(f"submission {s.plan.submission_id}: {len(s.plan.runs)} run(s)")
+            for r in s.plan.runs:
+                click.echo(f"  {r.run_id}")
+            click.echo(f"  follow with: submitter status {s.plan.submission_id}"
+                       f"{' --sandbox' if settings.sandbox else ''}")
+    if wait or follow:
+        states = execute.wait(aws, settings, submitted, follow, _say)
+        if as_json:
+            _print_json({"submissions": summary, "runs": states})
+        failed = [st for st in states if st.get("state") != "succeeded"]
+        if failed:
+            raise typer.Exit(1)
 
 
 def submit_main() -> None:
@@ -139,12 +165,42 @@ def submit_main() -> None:
 
 @app.command()
 def status(
+    ctx: typer.Context,
     target: str = typer.Argument(None, help="JOB, SUBMISSION or RUN id; default: recent submissions."),
     as_json: bool = typer.Option(False, "--json"),
     all_: bool = typer.Option(False, "--all", help="Include finished submissions."),
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
-    raise NotBuiltYet("status", 6)
+    from submitter import tracking
+
+    settings, s3, where = _tracking(ctx)
+    if target:
+        run_ids = tracking.resolve(s3, where, target)
+    else:
+        subs = tracking.submissions(s3, where)
+        run_ids = [r for sub in (subs if all_ else subs[-5:]) for r in tracking.runs_of(s3, where, sub)]
+    states = tracking.statuses(s3, where, run_ids)
+    if not all_ and not target:
+        states = [st for st in states if st.get("state") not in tracking.TERMINAL] or states
+    if as_json:
+        _print_json({"runs": states})
+        return
+    from submitter import render
+
+    render.statuses(states)
+
+
+def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:
+    from submitter import tracking
+    from submitter.aws import session
+    from submitter.aws.s3 import S3
+    from submitter.errors import SettingsError
+
+    settings = session.resolve(_settings(ctx))
+    if not settings.bucket:
+        raise SettingsError("SUBMITTER_BUCKET", "no bucket is set", "set SUBMITTER_BUCKET, or run `submitter init`")
+    aws = session.connect(settings)
+    return settings, S3(aws.client("s3"), settings.bucket), tracking.Where(settings.bucket, settings.prefix)
 
 
 @app.command()
@@ -158,11 +214,18 @@ def logs(
 
 @app.command()
 def results(
+    ctx: typer.Context,
     target: str = typer.Argument(..., help="RUN, SUBMISSION or JOB (its latest submission)."),
     dest: Path = typer.Option(None, "--dest", help="Download directory; default ./results/<run-id>/."),
 ) -> None:
     """Download a run's outputs from S3."""
-    raise NotBuiltYet("results", 6)
+    from submitter import tracking
+
+    _, s3, where = _tracking(ctx)
+    run_ids = tracking.resolve(s3, where, target)
+    for root in tracking.download_results(s3, where, run_ids, dest):
+        files = sum(1 for p in root.rglob("*") if p.is_file())
+        click.echo(f"{root}: {files} file(s)")
 
 
 @app.command()

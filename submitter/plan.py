@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from typing import Any
 from submitter import boot, pricing
 from submitter.aws.ec2 import SpotPrice
 from submitter.context import PLATFORM, content_tag
-from submitter.errors import CapacityError
+from submitter.errors import CapacityError, UsageError
 from submitter.settings import Settings
 from submitter.spec import LoadedSpec, Run, expand, submission_id
 
@@ -158,11 +159,18 @@ def make_plan(
     now: datetime | None = None,
     token: str | None = None,
     account: str | None = None,
+    submission: str | None = None,
 ) -> Plan:
-    """Everything a submission will do, computed without touching AWS or docker."""
+    """Everything a submission will do, computed without touching AWS or docker.
+
+    `submission` re-uses an id (a retried submit), so every name and message is the same as before."""
     spec = loaded.spec
     now = now or datetime.now(timezone.utc)
-    submission = submission_id(spec.name, now, token or secrets.token_hex(3))
+    if submission is None:
+        submission = submission_id(spec.name, now, token or secrets.token_hex(3))
+    elif not re.fullmatch(re.escape(spec.name) + r"-\d{8}-\d{6}-[0-9a-f]{6}", submission):
+        raise UsageError("--id", f"{submission!r} is not a submission id of job {spec.name!r}",
+                         f"use an id like {spec.name}-20261126-070000-abc123 from an earlier submit")
     runs = expand(spec, submission)
     region = spec.resources.region or settings.region
     names = Names.of(submission)

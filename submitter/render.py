@@ -72,3 +72,38 @@ def plan(p: Plan) -> None:
     for w in p.warnings:
         console.print(f"  [yellow]warning:[/] {w}")
     console.print("  dry run: nothing was built or created")
+
+
+def statuses(states: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost"):
+        table.add_column(column)
+    for st in states:
+        table.add_row(
+            st.get("run_id", "?"),
+            st.get("state", "unknown") + (f" ({st['reason']})" if st.get("reason") and st.get("state") != "succeeded" else ""),
+            st.get("instance_id") or "-",
+            f"{st.get('availability_zone') or '-'}/{st.get('instance_type') or '-'}",
+            f"{st['price']:.4f}" if isinstance(st.get("price"), (int, float)) else "-",
+            _runtime(st),
+            f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
+        )
+    Console(soft_wrap=True).print(table)
+
+
+def _runtime(st: dict) -> str:
+    from datetime import datetime, timezone
+
+    start = st.get("started_at")
+    if not start:
+        return "-"
+    end = st.get("ended_at") or st.get("heartbeat_at") or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    try:
+        seconds = int((datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds())
+    except ValueError:
+        return "-"
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -47,3 +47,78 @@ def subnet_zones(ec2: Any) -> frozenset[str] | None:
         if not subnets:
             subnets = ec2.describe_subnets()["Subnets"]
     return frozenset(s["AvailabilityZone"] for s in subnets) or None
+
+
+def default_subnets(ec2: Any, zones: list[str] | None) -> list[str]:
+    """Default subnets (one per AZ), limited to `zones` when given; the group spreads over them."""
+    with translate("ec2", "DescribeSubnets"):
+        subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    chosen = [s for s in subnets if not zones or s["AvailabilityZone"] in zones]
+    if not chosen:
+        from submitter.errors import CapacityError
+
+        raise CapacityError(
+            "EC2 subnets", f"no default subnet in {', '.join(zones or ['any AZ'])}",
+            "create a default VPC (`aws ec2 create-default-vpc`) or a default subnet in those AZs")
+    return [s["SubnetId"] for s in sorted(chosen, key=lambda s: s["AvailabilityZone"])]
+
+
+def ensure_security_group(ec2: Any, name: str, description: str, subnet_id: str, tags: dict[str, str]) -> str:
+    """A group with no inbound rules in the subnet's VPC (outbound stays open: S3, ECR, SQS). Idempotent."""
+    with translate("ec2", "CreateSecurityGroup"):
+        vpc = ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
+        found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]},
+                                                     {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+        if found:
+            return str(found[0]["GroupId"])
+        created = ec2.create_security_group(
+            GroupName=name, Description=description, VpcId=vpc,
+            TagSpecifications=[{"ResourceType": "security-group",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+    return str(created["GroupId"])
+
+
+def ensure_launch_template(ec2: Any, name: str, data: dict[str, Any], tags: dict[str, str]) -> str:
+    from botocore.exceptions import ClientError
+
+    with translate("ec2", "CreateLaunchTemplate"):
+        try:
+            found = ec2.describe_launch_templates(LaunchTemplateNames=[name])["LaunchTemplates"]
+            return str(found[0]["LaunchTemplateId"])
+        except ClientError as exc:
+            if "NotFound" not in exc.response["Error"]["Code"]:
+                raise
+        created = ec2.create_launch_template(
+            LaunchTemplateName=name, LaunchTemplateData=data,
+            TagSpecifications=[{"ResourceType": "launch-template",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+    return str(created["LaunchTemplate"]["LaunchTemplateId"])
+
+
+def delete_launch_template(ec2: Any, name: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        ec2.delete_launch_template(LaunchTemplateName=name)
+    except ClientError:
+        return False
+    return True
+
+
+def delete_security_group(ec2: Any, group_id: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        ec2.delete_security_group(GroupId=group_id)
+    except ClientError:
+        return False
+    return True
+
+
+def instances(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with translate("ec2", "DescribeInstances"):
+        for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page["Reservations"]:
+                found += reservation["Instances"]
+    return found

@@ -76,3 +76,22 @@ def has_credentials(settings: Settings) -> bool:
         return resolver.load_credentials() is not None
     except Exception:
         return False
+
+
+def resolve(settings: Settings) -> Settings:
+    """In sandbox mode the sandbox's bucket, registry and region replace any AWS ones (from .env, say).
+
+    When the sandbox is down the settings stay as they are: a dry run still works, and the first real
+    call reports the sandbox as not running."""
+    if not settings.sandbox:
+        return settings
+    from dataclasses import replace
+
+    from submitter.errors import SubmitterError
+    from submitter.sandbox import api
+
+    try:
+        conn = api.connection(settings)
+    except SubmitterError:
+        return settings
+    return replace(settings, region=conn.region, registry=conn.registry, bucket=conn.bucket)

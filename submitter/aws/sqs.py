@@ -1,0 +1,60 @@
+"""SQS adapter: the submission's queue with its dead-letter queue, and the run messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from submitter.aws.errors import translate
+
+
+def ensure_queue(sqs: Any, name: str, dlq_name: str, visibility: int, retention: int, max_receive: int,
+                 tags: dict[str, str]) -> tuple[str, bool]:
+    """The queue's URL, and whether it was created now (False: it existed, a retried submit)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        return url, False
+    except ClientError as exc:
+        if "NonExistentQueue" not in str(exc.response.get("Error", {}).get("Code", "")):
+            with translate("sqs", "GetQueueUrl"):
+                raise
+    with translate("sqs", "CreateQueue"):
+        dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": str(retention),
+                                                                    "SqsManagedSseEnabled": "true"},
+                                   tags=tags)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=name, tags=tags, Attributes={
+            "VisibilityTimeout": str(visibility),
+            "MessageRetentionPeriod": str(retention),
+            "SqsManagedSseEnabled": "true",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
+        })["QueueUrl"]
+    return url, True
+
+
+def send_runs(sqs: Any, url: str, bodies: list[dict[str, Any]]) -> None:
+    with translate("sqs", "SendMessageBatch"):
+        for start in range(0, len(bodies), 10):
+            batch = bodies[start:start + 10]
+            entries = [{"Id": str(i), "MessageBody": json.dumps(b)} for i, b in enumerate(batch)]
+            result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            if result.get("Failed"):
+                failed = result["Failed"][0]
+                from submitter.errors import AwsError
+
+                raise AwsError("sqs", "SendMessageBatch", failed.get("Code", "Failed"), failed.get("Message", ""),
+                               "submit again with the same spec; runs already queued are not queued twice")
+
+
+def delete_queue(sqs: Any, name: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError:
+        return False
+    with translate("sqs", "DeleteQueue"):
+        sqs.delete_queue(QueueUrl=url)
+    return True
