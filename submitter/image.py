@@ -139,7 +139,10 @@ def _existing_digest(ecr: Ecr, aws: Aws, auth: RegistryAuth, repository: str, ta
 def check_prebuilt(
     aws: Aws, docker_client: Any, uri: str, progress: Progress, *, ecr: Ecr | None = None
 ) -> ImageResult:
-    """A prebuilt image must exist before anything is launched; returns it pinned by digest."""
+    """A prebuilt image must exist before anything is launched; returns it pinned by digest.
+
+    `docker_client` may be None: an engine is only needed (and then made) for registries other than ours.
+    """
     ecr = ecr or Ecr(aws)
     host, repository, tag, digest = parse_reference(uri)
     ecr_host = _ECR_HOST.match(host)
@@ -148,8 +151,9 @@ def check_prebuilt(
         found = _manifest_digest(ecr.registry_auth(host), repository, digest or tag or "latest")
     elif ecr_host and ecr_host.group(2) == aws.region and not aws.registry:
         found = ecr.image_digest(repository, tag, digest=digest, registry_id=ecr_host.group(1))
-    else:
-        found = _distribution_digest(getattr(docker_client, "api", docker_client), uri)
+    else:  # another registry: the engine asks it (with the credentials of `docker login`)
+        client = docker_client if docker_client is not None else engine()
+        found = _distribution_digest(getattr(client, "api", client), uri)
     if not found:
         raise ImageError(
             f"image.uri {uri}",

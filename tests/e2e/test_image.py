@@ -42,9 +42,7 @@ class Env:
     registry: str
 
     def aws(self) -> Aws:
-        session = boto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        )
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
         return Aws(session, "us-east-1", self.endpoint_url, self.registry)
 
 
@@ -73,21 +71,27 @@ def registry_factory() -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
     dirs: list[str] = []
 
-    def start(password: str = PASSWORD) -> str:
+    def start(password: str | None = PASSWORD) -> str:
         root = tempfile.mkdtemp(prefix="submitter-registry-")
         dirs.append(root)
         port = _free_port()
-        htpasswd = subprocess.run(
-            ["htpasswd", "-Bbn", "AWS", password], check=True, capture_output=True, text=True
-        ).stdout
-        Path(root, "htpasswd").write_text(htpasswd)
+        auth = ""
+        if password is not None:
+            htpasswd = subprocess.run(
+                ["htpasswd", "-Bbn", "AWS", password], check=True, capture_output=True, text=True
+            ).stdout
+            Path(root, "htpasswd").write_text(htpasswd)
+            auth = f"auth: {{htpasswd: {{realm: submitter, path: {root}/htpasswd}}}}\n"
         Path(root, "config.yml").write_text(
             f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {root}/data}}}}\n"
-            f"http: {{addr: '127.0.0.1:{port}'}}\n"
-            f"auth: {{htpasswd: {{realm: submitter, path: {root}/htpasswd}}}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n" + auth
         )
         procs.append(
-            subprocess.Popen(["docker-registry", "serve", f"{root}/config.yml"], stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                ["docker-registry", "serve", f"{root}/config.yml"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         )
         _wait_http(f"http://127.0.0.1:{port}/v2/")
         return f"127.0.0.1:{port}"
@@ -150,17 +154,13 @@ def base_image(docker_api: Any) -> str:
             capture_output=True,
         )
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(
-            ["docker", "import", "-", "submitter-test/base:bookworm"], stdin=tar.stdout, check=True
-        )
+        subprocess.run(["docker", "import", "-", "submitter-test/base:bookworm"], stdin=tar.stdout, check=True)
         tar.wait()
         shutil.rmtree(rootfs, ignore_errors=True)
         base = "submitter-test/base:bookworm"
     tag = f"submitter-test/base-blob:{uuid.uuid4().hex[:12]}"
     context = Path(tempfile.mkdtemp(prefix="submitter-base-"))
-    (context / "Dockerfile").write_text(
-        f"FROM {base}\nRUN head -c {BLOB_MB * 1024 * 1024} /dev/urandom > /opt/blob\n"
-    )
+    (context / "Dockerfile").write_text(f"FROM {base}\nRUN head -c {BLOB_MB * 1024 * 1024} /dev/urandom > /opt/blob\n")
     for _ in docker_api.build(path=str(context), tag=tag, rm=True, decode=True):
         pass
     shutil.rmtree(context, ignore_errors=True)
@@ -197,9 +197,7 @@ def _image_ids(docker_api: Any) -> set[str]:
     return {image["Id"] for image in docker_api.images(all=True)}
 
 
-def test_build_push_skip_and_one_line_change(
-    env: Env, docker_api: Any, base_image: str, tmp_path: Path
-) -> None:
+def test_build_push_skip_and_one_line_change(env: Env, docker_api: Any, base_image: str, tmp_path: Path) -> None:
     nonce = uuid.uuid4().hex
     build = _project(tmp_path, base_image, f"# run {nonce}\nprint('epoch 1')\n")
     aws, cache = env.aws(), TokenCache()
@@ -280,3 +278,22 @@ def test_unreachable_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch
         engine()
     assert caught.value.where == "docker engine" and "unreachable" in caught.value.what
     assert "systemctl start docker" in (caught.value.next_step or "")
+
+
+def test_prebuilt_uri_on_another_registry_is_checked_through_the_engine(
+    env: Env, registry_factory: Any, docker_api: Any, tmp_path: Path
+) -> None:
+    open_registry = registry_factory(password=None)  # not ours: no ECR token applies
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "hello").write_text("hello\n")
+    name = f"localhost:{open_registry.split(':')[1]}/prebuilt/{uuid.uuid4().hex[:8]}"
+    tar = subprocess.Popen(["tar", "-C", str(tiny), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "import", "-", f"{name}:v1"], stdin=tar.stdout, check=True, capture_output=True)
+    tar.wait()
+    for _ in docker_api.push(name, tag="v1", stream=True, decode=True):
+        pass
+    found = check_prebuilt(env.aws(), None, f"{name}:v1", NullProgress())  # makes its own engine client
+    assert found.uri_with_digest == f"{name}@{found.digest}" and found.digest.startswith("sha256:")
+    with pytest.raises(ImageError, match="no such image"):
+        check_prebuilt(env.aws(), None, f"{name}:v2", NullProgress())
