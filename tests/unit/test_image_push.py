@@ -63,9 +63,7 @@ ONE_LINE_CHANGE = _prepare() + [
 ]
 # The same image pushed to a second repository of the same registry: every blob is mounted, none sent.
 MOUNTED = (
-    _prepare()
-    + [{"status": "Mounted from try/r1", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS]
-    + [AUX]
+    _prepare() + [{"status": "Mounted from try/r1", "progressDetail": {}, "id": d[7:19]} for d in DIFF_IDS] + [AUX]
 )
 COLD = (
     _prepare()
@@ -144,9 +142,7 @@ def test_push_errors_name_the_fix() -> None:
 
 def test_build_error_shows_the_step_and_its_last_lines() -> None:
     tail = [f"line {i}" for i in range(20)][-15:]
-    err = _build_error(
-        "Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail
-    )
+    err = _build_error("Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail)
     text = err.render()
     assert err.where == "docker build"
     assert "Step 3/5 : RUN make failed: The command" in text
@@ -176,9 +172,7 @@ def test_plain_progress_prints_final_layer_states_only() -> None:
     progress.done("pushed")
     lines = out.getvalue().splitlines()
     assert lines[-1] == "pushed"
-    assert "  66e6f3c652f9: Pushed" in lines and not any(
-        "Pushing" in line or "Preparing" in line for line in lines
-    )
+    assert "  66e6f3c652f9: Pushed" in lines and not any("Pushing" in line or "Preparing" in line for line in lines)
 
 
 def test_null_progress_records() -> None:
@@ -186,3 +180,19 @@ def test_null_progress_records() -> None:
     progress.step("a")
     progress.done("b")
     assert progress.events == [("step", "a"), ("done", "b")]
+
+
+def test_rich_progress_draws_a_bar_per_layer_and_the_summary() -> None:
+    from submitter.progress import RichProgress, for_stream
+
+    out = io.StringIO()
+    progress = RichProgress(out)
+    progress.step("Step 1/3 : FROM base")
+    progress.layer("66e6f3c652f9", "Pushing", 100, 300)
+    progress.layer("66e6f3c652f9", "Pushed")
+    progress.layer("49392fe17219", "Layer already exists")
+    progress.done("pushed")
+    text = out.getvalue()
+    assert "Step 1/3 : FROM base" in text and "66e6f3c652f9" in text and "Layer already exists" in text
+    assert text.rstrip().endswith("pushed")
+    assert isinstance(for_stream(io.StringIO()), PlainProgress)  # not a terminal
