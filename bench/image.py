@@ -90,9 +90,7 @@ class Registry:
     def __init__(self) -> None:
         self.root = tempfile.mkdtemp(prefix="bench-registry-")
         port = _free_port()
-        htpasswd = subprocess.run(
-            ["htpasswd", "-Bbn", "AWS", PASSWORD], check=True, capture_output=True, text=True
-        )
+        htpasswd = subprocess.run(["htpasswd", "-Bbn", "AWS", PASSWORD], check=True, capture_output=True, text=True)
         Path(self.root, "htpasswd").write_text(htpasswd.stdout)
         Path(self.root, "config.yml").write_text(
             f"version: 0.1\nlog: {{level: warn}}\n"
@@ -110,6 +108,12 @@ class Registry:
         self.host = f"127.0.0.1:{self.proxy.port}"
 
     def close(self) -> None:
+        listed = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}} {{.ID}}"], capture_output=True, text=True
+        ).stdout.splitlines()
+        mine = sorted({line.split()[1] for line in listed if line.startswith(f"{self.host}/")})
+        if mine:  # the bench's images would otherwise pile up, 280 MB a repetition
+            subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
         self.proxy.close()
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -170,9 +174,7 @@ def run_ours(api: Any, moto: str, base: str, work: Path) -> dict[str, tuple[floa
 
     registry = Registry()
     try:
-        session = boto3.Session(
-            aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
-        )
+        session = boto3.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1")
         aws = Aws(session, "us-east-1", moto, registry.host)
         project = work / "ours"
         _project(project, base)

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 PASSWORD = "123456789012-auth-token"  # what moto's GetAuthorizationToken decodes to (user AWS)
 BLOB_MB = 100
+RUN = uuid.uuid4().hex[:8]  # in every name this module creates, so its images can be removed after
 
 
 @dataclass
@@ -134,7 +135,7 @@ def docker_api() -> Any:
 
 
 @pytest.fixture(scope="module")
-def base_image(docker_api: Any) -> str:
+def base_image(docker_api: Any) -> Iterator[str]:
     """A Debian + python3 base made on this machine, plus a 100 MB layer of random bytes (unique per run)."""
     from docker.errors import ImageNotFound
 
@@ -158,13 +159,17 @@ def base_image(docker_api: Any) -> str:
         tar.wait()
         shutil.rmtree(rootfs, ignore_errors=True)
         base = "submitter-test/base:bookworm"
-    tag = f"submitter-test/base-blob:{uuid.uuid4().hex[:12]}"
+    tag = f"submitter-test/base-blob:{RUN}"
     context = Path(tempfile.mkdtemp(prefix="submitter-base-"))
     (context / "Dockerfile").write_text(f"FROM {base}\nRUN head -c {BLOB_MB * 1024 * 1024} /dev/urandom > /opt/blob\n")
     for _ in docker_api.build(path=str(context), tag=tag, rm=True, decode=True):
         pass
     shutil.rmtree(context, ignore_errors=True)
-    return tag
+    yield tag
+    for image in docker_api.images():
+        for ref in image.get("RepoTags") or []:
+            if f"/{RUN}-" in ref or ref == tag:
+                docker_api.remove_image(ref, force=True)
 
 
 def _project(tmp_path: Path, base: str, script: str) -> BuildRequest:
@@ -176,7 +181,7 @@ def _project(tmp_path: Path, base: str, script: str) -> BuildRequest:
         job="img-e2e",
         dockerfile=tmp_path / "Dockerfile.train",
         context=tmp_path,
-        repository=f"e2e/{uuid.uuid4().hex[:12]}",
+        repository=f"e2e/{RUN}-{uuid.uuid4().hex[:8]}",
     )
 
 
@@ -287,7 +292,7 @@ def test_prebuilt_uri_on_another_registry_is_checked_through_the_engine(
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     (tiny / "hello").write_text("hello\n")
-    name = f"localhost:{open_registry.split(':')[1]}/prebuilt/{uuid.uuid4().hex[:8]}"
+    name = f"localhost:{open_registry.split(':')[1]}/prebuilt/{RUN}-{uuid.uuid4().hex[:8]}"
     tar = subprocess.Popen(["tar", "-C", str(tiny), "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(["docker", "import", "-", f"{name}:v1"], stdin=tar.stdout, check=True, capture_output=True)
     tar.wait()
