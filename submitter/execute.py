@@ -72,20 +72,26 @@ def submit(
         secrets = settings_mod.secret_values(loaded.spec.secrets, environ, cwd)
         plan = make_plan(loaded, settings, prices(aws, loaded), account=account, submission=submission)
         planned.append((plan, secrets))
+    # Every image before any launch: a failing build of the second spec must not leave the first running.
+    from submitter.aws.ecr import TokenCache
+
+    cache = TokenCache(settings.home / "cache")
     docker_client = None
-    done = []
-    for plan, secrets in planned:
+    images = []
+    for plan, _ in planned:
         spec = plan.loaded.spec
         if spec.image.uri:
-            result = image_mod.check_prebuilt(aws, None, spec.image.uri, progress)
-        else:
-            docker_client = docker_client or engine()
-            assert plan.loaded.dockerfile and plan.loaded.context
-            request = image_mod.BuildRequest(
-                job=plan.job, dockerfile=plan.loaded.dockerfile, context=plan.loaded.context,
-                build_args=spec.image.build_args, repository=settings.ecr_repository, tag=plan.image["tag"],
-            )
-            result = image_mod.ensure_image(aws, docker_client, request, progress)
+            images.append(image_mod.check_prebuilt(aws, None, spec.image.uri, progress))
+            continue
+        docker_client = docker_client or engine()
+        assert plan.loaded.dockerfile and plan.loaded.context
+        request = image_mod.BuildRequest(
+            job=plan.job, dockerfile=plan.loaded.dockerfile, context=plan.loaded.context,
+            build_args=spec.image.build_args, repository=settings.ecr_repository, tag=plan.image["tag"],
+        )
+        images.append(image_mod.ensure_image(aws, docker_client, request, progress, cache=cache))
+    done = []
+    for (plan, secrets), result in zip(planned, images, strict=True):
         stage_mod.stage(aws, plan, result.uri_with_digest, secrets, progress)
         capacity.launch(aws, plan, progress)
         done.append(Submitted(plan, result.uri_with_digest, {
