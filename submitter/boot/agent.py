@@ -355,7 +355,14 @@ class Cloud:
 
     def aws(self, *args: str, input: bytes | None = None, timeout: float | None = 300,  # noqa: A002
             check: bool = True) -> Result:
-        result = run(["aws", "--region", self.region, "--output", "json", *args], input=input, timeout=timeout)
+        endpoint: list[str] = []
+        custom = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
+        if args[0] == "sqs" and custom:
+            # AWS CLI v1 pins SQS to its legacy queue.amazonaws.com names and ignores the standard variable
+            # (CLI v2 honours it); an explicit --endpoint-url is what both obey. Unset on AWS: no change there.
+            endpoint = ["--endpoint-url", custom]
+        result = run(["aws", "--region", self.region, "--output", "json", *endpoint, *args], input=input,
+                     timeout=timeout)
         if check and result.code != 0:
             raise CommandError(f"aws {' '.join(args[:2])}", result)
         return result
@@ -667,8 +674,8 @@ class Agent:
         with a decrement, and the run just put back would wait for a worker that is never launched."""
         log.info("spot notice: no more work on this host; waiting for the reclaim")
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            time.sleep(10)
+        while time.monotonic() < deadline and not self.host_stopping:
+            time.sleep(2)
 
     # -------------------------------------------------------------------------------- one message
 
