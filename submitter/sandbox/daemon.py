@@ -1,0 +1,171 @@
+"""The sandbox daemon: moto (the AWS API) with the price table, a control endpoint, and the instance runner.
+
+Started detached by `submitter sandbox up` as `python -m submitter.sandbox.daemon ...`; its output goes to
+$SUBMITTER_HOME/sandbox/daemon.log. SIGTERM tears every instance down, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from submitter.sandbox import prices
+from submitter.sandbox import state as st
+
+log = logging.getLogger("submitter.sandbox.daemon")
+MARKER = "submitter.sandbox.daemon"  # in the daemon's command line: how `down` recognises its pid
+ACCESS_KEY = "sandbox"  # moto accepts any credentials; these are what `sandbox env` prints
+SECRET_KEY = "sandbox-secret"
+
+
+def install_price_table() -> None:
+    """Make moto's DescribeSpotPriceHistory answer from prices.py (moto's own answer is a constant)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.spot_instances import SpotInstances
+
+    def describe_spot_price_history(self: Any) -> ActionResult:
+        zones = [z.name for z in self.ec2_backend.describe_availability_zones()]
+        rows = prices.history(
+            zones,
+            datetime.now(timezone.utc),
+            instance_types=self._get_param("InstanceTypes", []) or [],
+            availability_zone=self._get_param("AvailabilityZone"),
+            product_descriptions=self._get_param("ProductDescriptions", []) or [],
+            start_time=_time(self._get_param("StartTime")),
+            end_time=_time(self._get_param("EndTime")),
+        )
+        filters = {k: list(v) for k, v in self._filters_from_querystring().items()}
+        return ActionResult({"SpotPriceHistory": prices.apply_filters(rows, filters)})
+
+    SpotInstances.describe_spot_price_history = describe_spot_price_history  # type: ignore[method-assign]
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    text = str(value)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = datetime.fromtimestamp(float(text), timezone.utc)
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingHTTPServer:
+    """A tiny JSON endpoint on loopback: health, and scheduling spot interruptions."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+            pass
+
+        def _reply(self, status: int, value: dict[str, Any]) -> None:
+            body = json.dumps(value).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._reply(200 if ready.is_set() else 503, {"ready": ready.is_set()})
+            else:
+                self._reply(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            if self.path != "/interrupt":
+                self._reply(404, {"error": "not found"})
+                return
+            length = int(self.headers.get("Content-Length", "0"))
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                iid, notice = str(body["instance_id"]), float(body["notice_seconds"])
+            except (ValueError, KeyError, TypeError):
+                self._reply(400, {"error": "expected JSON {instance_id, notice_seconds}"})
+                return
+            at = runner.interrupt(iid, notice)
+            if at is None:
+                self._reply(404, {"error": f"{iid} has no running host in the sandbox"})
+            else:
+                self._reply(200, {"instance_id": iid, "terminate_at": at.isoformat()})
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="control", daemon=True).start()
+    return server
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=MARKER)
+    parser.add_argument("--home", required=True, type=Path)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--port-base", required=True, type=int)
+    parser.add_argument("--image", required=True)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request otherwise
+    import boto3
+    import docker
+    from moto.server import ThreadedMotoServer
+
+    from submitter.sandbox.runner import Runner
+
+    ports = st.ports(args.port_base)
+    paths = st.Paths(args.home / "sandbox")
+    endpoint = f"http://127.0.0.1:{ports['moto']}"
+    install_price_table()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["moto"], verbose=False)
+    moto.start()
+    session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                            region_name=args.region)
+    cache: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def clients(service: str) -> Any:
+        with lock:  # boto3 client creation is not thread-safe
+            if service not in cache:
+                cache[service] = session.client(service, endpoint_url=endpoint)
+            return cache[service]
+
+    account = clients("sts").get_caller_identity()["Account"]
+    runner = Runner(clients, docker.from_env(), paths, st.home_hash(args.home), args.region, account, endpoint,
+                    args.image)
+    ready = threading.Event()
+    stop = threading.Event()
+    control = control_server(ports["control"], runner, ready)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ready.set()
+    log.info("ready: moto %s, control 127.0.0.1:%s, host image %s", endpoint, ports["control"], args.image)
+    try:
+        while not stop.is_set():
+            try:
+                runner.tick()
+            except Exception:  # keep serving: one bad tick (e.g. engine hiccup) must not end the sandbox
+                log.exception("runner tick failed")
+            stop.wait(1.0)
+    finally:
+        log.info("stopping: tearing down %d instance(s)", len(runner.hosts))
+        runner.shutdown_all()
+        control.shutdown()
+        moto.stop()
+        log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
