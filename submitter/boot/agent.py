@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -333,13 +334,19 @@ class CommandError(Exception):
 
 def run(args: list[str], input: bytes | None = None, timeout: float | None = 300) -> Result:  # noqa: A002
     env = dict(os.environ, AWS_PAGER="")  # CLI v2 would otherwise page long answers
-    try:
-        proc = subprocess.run(args, input=input, capture_output=True, timeout=timeout, env=env, check=False)
-    except FileNotFoundError:
-        return Result(127, "", f"{args[0]}: command not found")
-    except subprocess.TimeoutExpired:
-        return Result(124, "", f"{' '.join(args[:3])} timed out after {timeout} s")
-    return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+    # Output goes to files, not pipes: a command that leaves a child holding its stdout (`shutdown -h +N`
+    # schedulers do) would otherwise keep us waiting for an end-of-file until the timeout.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.run(args, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                                  stdout=out, stderr=err, timeout=timeout, env=env, check=False)
+        except FileNotFoundError:
+            return Result(127, "", f"{args[0]}: command not found")
+        except subprocess.TimeoutExpired:
+            return Result(124, "", f"{' '.join(args[:3])} timed out after {timeout} s")
+        out.seek(0)
+        err.seek(0)
+        return Result(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def not_found(result: Result) -> bool:

@@ -1,0 +1,178 @@
+"""The on-instance agent end to end in the sandbox, without the submit pipeline: a submission staged by hand
+(submission.json, agent.py, queue messages, an image pushed to the sandbox registry), the real boot script
+as user-data, a real /dev/sdf volume; every result read back from S3."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from submitter.boot import render
+from submitter.sandbox import api
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+AGENT = REPO / "submitter" / "boot" / "agent.py"
+AMI = "ami-12c6146b"  # any image id moto knows; the simulated host ignores it
+FAST = {"EPOCHS": "2", "SAMPLES": "300"}
+
+
+@pytest.fixture(scope="module")
+def image(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The example training image, pushed to the sandbox registry; its by-digest reference."""
+    context = tmp_path_factory.mktemp("agent-image")
+    shutil.copy(REPO / "train.py", context / "train.py")
+    (context / "Dockerfile").write_text(
+        "FROM python:3.11-slim\nENV PYTHONUNBUFFERED=1\n"
+        'RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python\n'
+        "WORKDIR /app\nCOPY train.py /app/\nCMD [\"python\", \"train.py\"]\n")
+    registry = sandbox.state["registry"]
+    token = sandbox.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, password = base64.b64decode(token).decode().split(":", 1)
+    tag = f"{registry}/e2e-agent-{uuid.uuid4().hex[:8]}:train"
+    subprocess.run(["docker", "login", "--username", user, "--password-stdin", registry], input=password,
+                   text=True, check=True, capture_output=True)
+    subprocess.run(["docker", "build", "--quiet", "--tag", tag, str(context)], check=True, capture_output=True)
+    subprocess.run(["docker", "push", tag], check=True, capture_output=True)
+    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}", tag],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        yield digest
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag, digest], capture_output=True)
+
+
+class Staged:
+    """One submission staged by hand, as submit would leave it."""
+
+    def __init__(self, sandbox: Any, image: str, runs: list[dict[str, str]], **overrides: Any) -> None:
+        self.sandbox = sandbox
+        self.s3, self.sqs, self.ec2 = sandbox.client("s3"), sandbox.client("sqs"), sandbox.client("ec2")
+        self.bucket = sandbox.state["bucket"]
+        suffix = uuid.uuid4().hex[:8]
+        self.prefix = f"e2e-agent-{suffix}"
+        self.submission = f"agent-{suffix}"
+        self.queue_url = self.sqs.create_queue(QueueName=f"submitter-{self.submission}")["QueueUrl"]
+        inputs = f"s3://{self.bucket}/{self.prefix}/inputs/{suffix}/"
+        self.put(f"inputs/{suffix}/readme.txt", b"staged input\n")
+        self.doc = {
+            "version": 1, "submission_id": self.submission, "job": "agent-e2e",
+            "region": sandbox.state["region"], "queue_name": f"submitter-{self.submission}", "image": image,
+            "registry": sandbox.state["registry"], "command": ["python", "train.py"],
+            "volume_mount": "/data", "outputs": "/outputs", "checkpoints": "/checkpoints", "gpus": "auto",
+            "max_runtime": 600, "max_cost": None, "retries": {"on_interruption": 2, "on_failure": 0},
+            "inputs": [{"uri": inputs, "target": "/data/staged", "kind": "dir"}],
+            "secrets": {"names": [], "ssm_prefix": f"/submitter/{self.submission}/"},
+            "grace_seconds": 30, "deadman_minutes": 30, **overrides,
+        }
+        self.put(f"submissions/{self.submission}/submission.json", json.dumps(self.doc).encode())
+        self.put(f"submissions/{self.submission}/agent.py", AGENT.read_bytes())
+        self.run_ids = [f"{self.submission}-{i}" for i in range(len(runs))]
+        for index, (run_id, env) in enumerate(zip(self.run_ids, runs, strict=True)):
+            self.put(f"runs/{run_id}/status.json", json.dumps({
+                "run_id": run_id, "submission_id": self.submission, "job": "agent-e2e", "state": "queued",
+                "attempt": 1, "interruptions": 0, "failures": 0, "created_at": "2026-11-26T07:00:00Z"}).encode())
+            self.sqs.send_message(QueueUrl=self.queue_url,
+                                  MessageBody=json.dumps({"run_id": run_id, "index": index, "env": env}))
+
+    def put(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=body)
+
+    def text(self, key: str) -> str | None:
+        try:
+            return str(self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}")["Body"].read().decode())
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return dict(json.loads(self.text(f"runs/{run_id}/status.json") or "{}"))
+
+    def keys(self, under: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{under}")
+        return [o["Key"][len(self.prefix) + 1:] for page in pages for o in page.get("Contents", [])]
+
+    def launch(self) -> str:
+        user_data = render({"SUBMISSION": self.submission, "BUCKET": self.bucket, "PREFIX": self.prefix,
+                            "GROUP": f"submitter-{self.submission}", "DEADMAN_MINUTES": 30})
+        out = self.ec2.run_instances(
+            ImageId=AMI, InstanceType="c5.large", MinCount=1, MaxCount=1, UserData=user_data,
+            IamInstanceProfile={"Name": self.sandbox.instance_profile()},
+            InstanceInitiatedShutdownBehavior="terminate",
+            BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "VolumeType": "gp3"}}],
+        )
+        return str(out["Instances"][0]["InstanceId"])
+
+    def visible_messages(self) -> int:
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _boot_log(sandbox: Any, instance_id: str) -> str:
+    try:
+        return str(api.logs(sandbox.settings, instance_id))
+    except Exception as exc:  # only for the failure message
+        return f"(no boot log: {exc})"
+
+
+def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image: str) -> None:
+    staged = Staged(sandbox, image, [dict(FAST), {**FAST, "FAIL_WITH": "3"}])
+    iid = staged.launch()
+    try:
+        sandbox.wait_state(iid, "terminated", timeout=420)
+    finally:
+        print(_boot_log(sandbox, iid))
+    ok, bad = (staged.status(r) for r in staged.run_ids)
+    assert ok["state"] == "succeeded" and ok["exit_code"] == 0 and ok["instance_id"] == iid, ok
+    assert ok["attempt"] == 1 and ok["instance_type"] == "c5.large" and ok["started_at"] <= ok["ended_at"]
+    assert bad["state"] == "failed" and bad["exit_code"] == 3 and bad["reason"] == "exit code 3", bad
+    for run_id in staged.run_ids:
+        keys = staged.keys(f"runs/{run_id}/")
+        for expected in ("outputs/metrics.json", "outputs/model.json", "checkpoints/checkpoint.json",
+                         "logs/container.log", "logs/agent.log", "logs/chunks/000000.log"):
+            assert f"runs/{run_id}/{expected}" in keys, (expected, keys)
+    metrics = json.loads(staged.text(f"runs/{staged.run_ids[0]}/outputs/metrics.json") or "{}")
+    assert metrics["status"] == "completed", metrics
+    container_log = staged.text(f"runs/{staged.run_ids[0]}/logs/container.log") or ""
+    chunks = "".join(staged.text(k) or "" for k in sorted(staged.keys(f"runs/{staged.run_ids[0]}/logs/chunks/")))
+    assert container_log and chunks == container_log
+    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{iid}.json") or "{}")
+    assert report["state"] == "drained" and [r["state"] for r in report["runs"]] == ["succeeded", "failed"]
+    assert staged.visible_messages() == 0
+    assert "agent exited with 0" in _boot_log(sandbox, iid)
+
+
+def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox: Any, image: str) -> None:
+    staged = Staged(sandbox, image, [{"EPOCHS": "8", "SAMPLES": "300", "EPOCH_SECONDS": "4"}])
+    run_id = staged.run_ids[0]
+    first = staged.launch()
+    sandbox.wait_for(lambda: any(k.endswith("checkpoint.json") for k in staged.keys(f"runs/{run_id}/checkpoints/")),
+                     240, "the first checkpoint to reach S3")
+    api.interrupt(sandbox.settings, first, 40)
+    sandbox.wait_for(lambda: staged.status(run_id).get("state") == "interrupted", 90, "the run to be interrupted")
+    interrupted = staged.status(run_id)
+    assert interrupted["interruptions"] == 1 and interrupted["exit_code"] == 143, interrupted
+    sandbox.wait_state(first, "terminated", timeout=120)
+    assert staged.visible_messages() == 1  # put back at once, not after the visibility timeout
+
+    second = staged.launch()
+    try:
+        sandbox.wait_state(second, "terminated", timeout=420)
+    finally:
+        print(_boot_log(sandbox, second))
+    done = staged.status(run_id)
+    assert done["state"] == "succeeded" and done["attempt"] == 2 and done["interruptions"] == 1, done
+    assert done["instance_id"] == second
+    metrics = json.loads(staged.text(f"runs/{run_id}/outputs/metrics.json") or "{}")
+    assert metrics["status"] == "completed", metrics
+    agent_log = staged.text(f"runs/{run_id}/logs/agent.log") or ""
+    assert "spot interruption notice" in agent_log and "checkpoints restored: 1 file(s)" in agent_log
+    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{first}.json") or "{}")
+    assert report["state"] == "interrupted", report
