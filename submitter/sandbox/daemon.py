@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from submitter.sandbox import prices
+from submitter.sandbox import fidelity, prices
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -128,6 +128,7 @@ def main(argv: list[str]) -> int:
     paths = st.Paths(args.home / "sandbox")
     endpoint = f"http://127.0.0.1:{ports['moto']}"
     install_price_table()
+    fidelity.install()  # spot groups launch the way EC2 does (type, AZ, IMDS options, AMI)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["moto"], verbose=False)
     moto.start()
     session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
