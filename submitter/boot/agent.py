@@ -687,9 +687,14 @@ class Agent:
     # -------------------------------------------------------------------------------- one message
 
     def handle(self, message: dict[str, Any]) -> Ending | None:
-        body = json.loads(message["Body"])
-        run_id = str(body["run_id"])
         lease = Lease(self.cloud, str(message["ReceiptHandle"]))
+        try:
+            body = json.loads(message["Body"])
+            run_id = str(body["run_id"])
+        except (ValueError, KeyError, TypeError) as exc:  # would fail on every worker: drop it, say so
+            log.error("dropping a message that names no run (%s): %.200s", exc, message.get("Body"))
+            lease.delete()
+            return None
         prev = self.cloud.read_json("runs", run_id, "status.json") or {}
         base = {"run_id": run_id, "submission_id": self.sub["submission_id"], "job": self.sub.get("job", "")}
         prev = {**base, **prev}

@@ -355,3 +355,76 @@ def test_imds_endpoint_comes_from_the_standard_variable(monkeypatch: pytest.Monk
     assert agent.Imds().base == "http://127.0.0.1:9"
     monkeypatch.delenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")
     assert agent.Imds().base == "http://169.254.169.254"
+
+
+# ----------------------------------------------------------------------------------------- never silently
+
+
+class RecordingCloud:
+    """Stands in for the aws CLI: documents written are kept, every other call succeeds quietly."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, dict[str, Any]] = {}
+
+    def put_json(self, doc: dict[str, Any], *parts: str) -> None:
+        self.written["/".join(parts)] = doc
+
+    def aws(self, *args: str, **kwargs: Any) -> Any:
+        return agent.Result(0, "", "")
+
+
+class RecordingLease:
+    def __init__(self) -> None:
+        self.actions: list[str] = []
+
+    def settle(self, action: str) -> None:
+        self.actions.append(action)
+
+    def release(self) -> None:
+        self.actions.append("release")
+
+
+def _agent_with(cloud: RecordingCloud, retries: dict[str, int]) -> Any:
+    args = agent.parse_args(["--submission", "s", "--bucket", "b", "--prefix", "p", "--group", "g",
+                             "--instance-id", "i-1", "--region", "us-east-1"])
+    worker = agent.Agent(args)
+    worker.cloud = cloud
+    worker.sub = {**SUB, "retries": retries}
+    return worker
+
+
+@pytest.mark.parametrize(("on_failure", "state", "action"), [(0, "failed", "delete"), (1, "queued", "release")])
+def test_an_agent_error_settles_the_current_run_and_reports_the_instance(
+        tmp_path: Path, on_failure: int, state: str, action: str) -> None:
+    cloud = RecordingCloud()
+    worker = _agent_with(cloud, {"on_interruption": 3, "on_failure": on_failure})
+    lease = RecordingLease()
+
+    def serve() -> int:
+        worker.current = agent.RunState("r-0", {"run_id": "r-0"}, lease, {"state": "running", "failures": 0},
+                                        tmp_path / "r-0", "submitter-r-0")
+        raise RuntimeError("boom")
+
+    worker.serve = serve
+    assert worker.main() == 3
+    status = cloud.written["runs/r-0/status.json"]
+    assert status["state"] == state and status["reason"] == "agent error: RuntimeError: boom"
+    assert lease.actions == [action]
+    report = cloud.written["submissions/s/instances/i-1.json"]
+    assert report["state"] == "agent-error" and report["runs"] == [{"run_id": "r-0", "state": state}]
+
+
+def test_a_message_that_names_no_run_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    deleted: list[str] = []
+
+    class Lease:
+        def __init__(self, cloud: Any, receipt: str) -> None:
+            self.receipt = receipt
+
+        def delete(self) -> None:
+            deleted.append(self.receipt)
+
+    worker = _agent_with(RecordingCloud(), {})
+    monkeypatch.setattr(agent, "Lease", Lease)  # the real one would start a thread calling SQS
+    assert worker.handle({"Body": "not json", "ReceiptHandle": "rh-1"}) is None
+    assert deleted == ["rh-1"]
