@@ -78,7 +78,8 @@ class Imds:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever: only if it was started
+            self._server.shutdown()
         self._server.server_close()
 
     def set_instance_action(self, action: str, at: datetime) -> None:

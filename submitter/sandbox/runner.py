@@ -9,6 +9,7 @@ everything it started on the engine are torn down.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import shutil
 import threading
@@ -283,10 +284,8 @@ def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.P
         if any(s == str(work) or s.startswith(str(work) + "/") for s in sources):
             jobs.append(container)
     host_name = record.get("container") or st.CONTAINER_PREFIX + iid
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         jobs.append(engine.containers.get(host_name))
-    except docker.errors.NotFound:
-        pass
     # Stop them together, with the grace a real host's shutdown gives (docker.service stops containers).
     threads = [threading.Thread(target=_stop_quietly, args=(c,)) for c in jobs]
     for t in threads:
@@ -294,15 +293,11 @@ def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.P
     for t in threads:
         t.join()
     for container in jobs:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
-        except docker.errors.APIError:
-            pass
     st.unmount_all(work)
-    try:
+    with contextlib.suppress(OSError):
         work.rmdir()
-    except OSError:
-        pass
     for loop in record.get("loops", []):
         st.loop_detach(loop["device"], Path(loop["file"]))
     directory = paths.instance(iid)
@@ -343,7 +338,5 @@ def host_privileges() -> dict[str, Any]:
 
 
 def _stop_quietly(container: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already gone or stopped: nothing to stop
         container.stop(timeout=STOP_GRACE)
-    except Exception:  # already gone or stopped: nothing to stop
-        pass

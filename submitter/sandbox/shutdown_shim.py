@@ -9,6 +9,7 @@ switch), `shutdown -c` cancels, `now`/`+0` and poweroff/halt end the host at onc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -81,10 +82,8 @@ def _cancel() -> None:
         os.kill(pid, signal.SIGKILL)
     except (OSError, ValueError):
         pass
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(PENDING)
-    except OSError:
-        pass
 
 
 def _power_off() -> None:

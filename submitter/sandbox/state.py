@@ -144,9 +144,9 @@ def unmount_all(path: Path) -> list[str]:
         if not points:
             break
         for point in points:
-            if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-                if subprocess.run(["umount", "-l", point], capture_output=True).returncode != 0:
-                    stuck.append(point)
+            if (subprocess.run(["umount", point], capture_output=True).returncode != 0
+                    and subprocess.run(["umount", "-l", point], capture_output=True).returncode != 0):
+                stuck.append(point)
     return stuck
 
 

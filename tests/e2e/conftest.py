@@ -10,11 +10,13 @@ Use the `sandbox` fixture (and its two companions) in any e2e test:
         profile = sandbox.instance_profile()      # a fresh IAM role + instance profile name for launches
         sandbox.wait_state(iid, "terminated")     # poll EC2 until the instance reaches a state
         sandbox.wait_host(iid)                    # until its simulated host runs (returns its status entry)
+        sandbox.wait_for(check, 30, "what")       # poll any condition, failing the test with "what"
         subprocess.run([... "submitter", "--sandbox", ...], env=sandbox_env)  # CLI finds this sandbox
         sandbox_clients("s3")                     # the same as sandbox.client("s3")
 
 `sandbox_env` is os.environ plus SUBMITTER_HOME, SUBMITTER_SANDBOX_PORT and the `submitter sandbox env`
 variables: a subprocess given it talks to this sandbox (a bare `load({}, cwd)` would look in ~/.submitter).
+`private_sandbox` starts another sandbox just for one test (its own home and ports), e.g. to take it down.
 
 The session gets a fresh SUBMITTER_HOME under pytest's tmp dir and a free port base (so parallel sessions do
 not clash; set SUBMITTER_SANDBOX_PORT to force one), and `down` runs at the end. The debootstrapped rootfs
@@ -107,6 +109,8 @@ class Sandbox(dict):  # type: ignore[type-arg]
         self.env = api.env(settings)
         self._clients: dict[str, Any] = {}
 
+    wait_for = staticmethod(wait_for)
+
     def client(self, service: str) -> Any:
         """A boto3 client on the sandbox's AWS API (cached per service)."""
         if service not in self._clients:
@@ -174,3 +178,14 @@ def sandbox_env(sandbox: Sandbox) -> dict[str, str]:
 def sandbox_clients(sandbox: Sandbox) -> Callable[[str], Any]:
     """A factory of boto3 clients on the session's sandbox: sandbox_clients("ec2")."""
     return sandbox.client
+
+
+@pytest.fixture()
+def private_sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    """A sandbox of its own for one test (fresh home, free ports); taken down afterwards if still up."""
+    settings = make_settings(prepare_home(tmp_path / "home"), free_port_base())
+    state = api.up(settings, _say)
+    try:
+        yield Sandbox(settings, state)
+    finally:
+        api.down(settings, _say)

@@ -11,14 +11,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from submitter.sandbox import api
 from submitter.sandbox import state as st
-
-from conftest import Sandbox, free_port_base, make_settings, prepare_home, wait_for
 
 pytestmark = pytest.mark.e2e
 AMI = "ami-12c6146b"  # any image id moto knows; the simulated host ignores it
@@ -33,7 +31,7 @@ IID=$(md instance-id)
 """
 
 
-def _launch(sandbox: Sandbox, user_data: str, volume_gib: int = 1) -> str:
+def _launch(sandbox: Any, user_data: str, volume_gib: int = 1) -> str:
     out = sandbox.client("ec2").run_instances(
         ImageId=AMI, InstanceType="t3.medium", MinCount=1, MaxCount=1, UserData=user_data,
         IamInstanceProfile={"Name": sandbox.instance_profile()},
@@ -43,7 +41,7 @@ def _launch(sandbox: Sandbox, user_data: str, volume_gib: int = 1) -> str:
     return str(out["Instances"][0]["InstanceId"])
 
 
-def _s3_text(sandbox: Sandbox, key: str) -> str | None:
+def _s3_text(sandbox: Any, key: str) -> str | None:
     s3 = sandbox.client("s3")
     try:
         return s3.get_object(Bucket=sandbox.state["bucket"], Key=key)["Body"].read().decode()
@@ -57,7 +55,7 @@ def _host_gone(instance_id: str) -> bool:
     return not out.stdout.strip() and not st.mounts_under(st.WORK_ROOT / instance_id)
 
 
-def test_user_data_writes_volume_copies_to_s3_and_shutdown_terminates(sandbox: Sandbox) -> None:
+def test_user_data_writes_volume_copies_to_s3_and_shutdown_terminates(sandbox: Any) -> None:
     key = f"e2e/{uuid.uuid4().hex}/result.txt"
     script = PRELUDE + f"""
 mkfs.ext4 -q /dev/sdf
@@ -72,11 +70,11 @@ shutdown -h now
     assert _s3_text(sandbox, key) == f"written on {iid} in us-east-1a\n"
     boot_log = api.logs(sandbox.settings, iid)
     assert "upload:" in boot_log and "shutdown -h now" in boot_log
-    wait_for(lambda: _host_gone(iid), 30, f"{iid}'s host, mounts and loop devices to go")
+    sandbox.wait_for(lambda: _host_gone(iid), 30, f"{iid}'s host, mounts and loop devices to go")
     assert not [d for d in st.loops_backed_by(sandbox.settings.sandbox_dir) if iid in (st.loop_backing(d) or "")]
 
 
-def test_imds_answers_401_without_token_and_the_instance_id_with_one(sandbox: Sandbox) -> None:
+def test_imds_answers_401_without_token_and_the_instance_id_with_one(sandbox: Any) -> None:
     iid = _launch(sandbox, "#!/bin/bash\nsleep 600\n")
     endpoint = sandbox.wait_host(iid)["imds_endpoint"].rstrip("/")
     with pytest.raises(urllib.error.HTTPError) as denied:
@@ -101,10 +99,10 @@ def test_imds_answers_401_without_token_and_the_instance_id_with_one(sandbox: Sa
         get("/latest/meta-data/spot/instance-action")
     assert none_yet.value.code == 404
     sandbox.client("ec2").terminate_instances(InstanceIds=[iid])
-    wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after TerminateInstances")
+    sandbox.wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after TerminateInstances")
 
 
-def test_interrupt_gives_notice_in_imds_then_terminates(sandbox: Sandbox) -> None:
+def test_interrupt_gives_notice_in_imds_then_terminates(sandbox: Any) -> None:
     key = f"e2e/{uuid.uuid4().hex}/noticed.json"
     # The instance watches for the notice as a spot-aware boot script does, and reports what it saw.
     script = PRELUDE + f"""
@@ -119,15 +117,15 @@ sleep 600
     result = api.interrupt(sandbox.settings, iid, notice)
     given = time.monotonic()
     assert "terminate_at" in result
-    seen = wait_for(lambda: _s3_text(sandbox, key), 30, "the instance to report the interruption notice")
+    seen = sandbox.wait_for(lambda: _s3_text(sandbox, key), 30, "the instance to report the interruption notice")
     assert json.loads(seen)["action"] == "terminate"
     assert sandbox.instance_state(iid) == "running"  # still inside the notice period
     sandbox.wait_state(iid, "terminated", timeout=60)
     assert time.monotonic() - given >= notice - 1.5
-    wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after the interruption")
+    sandbox.wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after the interruption")
 
 
-def test_auto_scaling_instances_run_the_launch_template_user_data(sandbox: Sandbox) -> None:
+def test_auto_scaling_instances_run_the_launch_template_user_data(sandbox: Any) -> None:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     key = f"e2e/{name}/asg.txt"
     script = PRELUDE + f"""
@@ -147,15 +145,15 @@ sleep 600
         LaunchTemplate={"LaunchTemplateName": name, "Version": "$Latest"},
     )
     try:
-        text = wait_for(lambda: _s3_text(sandbox, key), 60, "the ASG instance's boot script to report")
+        text = sandbox.wait_for(lambda: _s3_text(sandbox, key), 60, "the ASG instance's boot script to report")
         iid, lifecycle = text.split()
         assert lifecycle == "spot"
     finally:
         asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
-    wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after the group's deletion")
+    sandbox.wait_for(lambda: _host_gone(iid), 60, f"{iid}'s host to be torn down after the group's deletion")
 
 
-def test_spot_prices_are_a_realistic_table_through_the_api(sandbox: Sandbox) -> None:
+def test_spot_prices_are_a_realistic_table_through_the_api(sandbox: Any) -> None:
     ec2 = sandbox.client("ec2")
     rows = ec2.describe_spot_price_history(InstanceTypes=["g4dn.xlarge", "c5.large"],
                                            ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
@@ -170,7 +168,7 @@ def test_spot_prices_are_a_realistic_table_through_the_api(sandbox: Sandbox) -> 
     assert {r["AvailabilityZone"] for r in one_az["SpotPriceHistory"]} == {"us-east-1c"}
 
 
-def test_registry_accepts_exactly_the_ecr_token(sandbox: Sandbox) -> None:
+def test_registry_accepts_exactly_the_ecr_token(sandbox: Any) -> None:
     import docker
 
     data = sandbox.client("ecr").get_authorization_token()["authorizationData"][0]
@@ -182,13 +180,12 @@ def test_registry_accepts_exactly_the_ecr_token(sandbox: Sandbox) -> None:
         engine.login(username=user, password=password + "x", registry=registry, reauth=True)
 
 
-def test_down_leaves_no_process_container_loop_device_or_mount(tmp_path: Path) -> None:
+def test_down_leaves_no_process_container_loop_device_or_mount(private_sandbox: Any) -> None:
     """A second, private sandbox, taken down while an instance holds a mount and a job container."""
-    settings = make_settings(prepare_home(tmp_path / "home"), free_port_base())
-    state = api.up(settings, lambda _t: None)
+    box = private_sandbox
+    settings, state = box.settings, box.state
     assert api.up(settings, lambda _t: None)["pid"] == state["pid"]  # idempotent
     try:
-        box = Sandbox(settings, state)
         image = state["host_image"]
         script = PRELUDE + f"""
 mkfs.ext4 -q /dev/sdf && mkdir -p /mnt/submitter/$IID && mount /dev/sdf /mnt/submitter/$IID
@@ -198,7 +195,7 @@ touch /mnt/submitter/$IID/out/started
 sleep 600
 """
         iid = _launch(box, script)
-        wait_for(lambda: (st.WORK_ROOT / iid / "out" / "started").exists(), 60, "the job container to start")
+        box.wait_for(lambda: (st.WORK_ROOT / iid / "out" / "started").exists(), 60, "the job container to start")
     finally:
         api.down(settings, lambda _t: None)
     assert api.status(settings)["up"] is False
