@@ -105,7 +105,7 @@ def test_a_sweep_runs_on_one_worker_in_turn_and_leaves_results_and_nothing_billi
     got = _cli(sandbox_env, "results", name, "--dest", str(dest))
     assert got.returncode == 0, got.stderr
     metrics = json.loads((dest / runs[0]["run_id"] / "metrics.json").read_text())
-    assert metrics["accuracy"] > 0.5
+    assert metrics["accuracy"] > 0.4  # 3 classes: chance is 1/3
 
 
 def test_two_workers_take_the_runs_in_parallel(sandbox: Any, sandbox_env: dict[str, str], sandbox_clients: Any,
