@@ -99,7 +99,7 @@ def prepare_home(home: Path) -> Path:
     return home
 
 
-class Sandbox(dict):  # type: ignore[type-arg]
+class Sandbox(dict[str, Any]):
     """A running sandbox as the tests see it: the state `up` returned, plus helpers."""
 
     def __init__(self, settings: Settings, state: dict[str, Any]) -> None:
