@@ -103,12 +103,7 @@ def up(settings: Settings, say: Say) -> dict[str, Any]:
 
     prereqs.check_root()
     engine = prereqs.engine()
-    try:
-        engine.images.get(images.host_tag())
-        need_debootstrap = False
-    except Exception:
-        need_debootstrap = True
-    prereqs.check_tools(need_debootstrap)
+    prereqs.check_tools(need_debootstrap=images.needs_debootstrap(engine, settings.home / "cache"))
     prereqs.check_loop_devices()
     ports = st.ports(settings.sandbox_port)
     prereqs.check_ports(ports)

@@ -115,9 +115,18 @@ def _run(cmd: list[str], where: str, fix: str, **kwargs: Any) -> subprocess.Comp
         raise SandboxError(where, f"`{' '.join(cmd[:3])} ...` failed: " + " | ".join(tail), fix) from exc
 
 
+def _tarball(cache: Path) -> Path:
+    return cache / f"bookworm-minbase-{_digest(PACKAGES.encode())}.tar"
+
+
+def needs_debootstrap(client: Any, cache: Path) -> bool:
+    """True when building the host image would have to debootstrap (no image, no base, no cached rootfs)."""
+    return not (_exists(client, host_tag()) or _exists(client, base_tag()) or _tarball(cache).exists())
+
+
 def rootfs_tarball(cache: Path, say: Say) -> Path:
     """The bookworm minbase rootfs as a tarball, debootstrapped once (~1 min) and cached."""
-    tarball = cache / f"bookworm-minbase-{_digest(PACKAGES.encode())}.tar"
+    tarball = _tarball(cache)
     if tarball.exists():
         return tarball
     cache.mkdir(parents=True, exist_ok=True)
