@@ -8,6 +8,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,9 @@ class Staged:
             InstanceInitiatedShutdownBehavior="terminate",
             BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "VolumeType": "gp3"}}],
         )
-        return str(out["Instances"][0]["InstanceId"])
+        instance_id = str(out["Instances"][0]["InstanceId"])
+        self.sandbox.wait_host(instance_id, timeout=120)  # fail fast, and clearly, if no host starts
+        return instance_id
 
     def visible_messages(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])["Attributes"]
@@ -150,16 +153,21 @@ def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image
 
 
 def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox: Any, image: str) -> None:
-    staged = Staged(sandbox, image, [{"EPOCHS": "8", "SAMPLES": "300", "EPOCH_SECONDS": "4"}])
+    staged = Staged(sandbox, image, [{"EPOCHS": "12", "SAMPLES": "300", "EPOCH_SECONDS": "3"}])
     run_id = staged.run_ids[0]
     first = staged.launch()
-    sandbox.wait_for(lambda: any(k.endswith("checkpoint.json") for k in staged.keys(f"runs/{run_id}/checkpoints/")),
-                     240, "the first checkpoint to reach S3")
-    api.interrupt(sandbox.settings, first, 40)
-    sandbox.wait_for(lambda: staged.status(run_id).get("state") == "interrupted", 90, "the run to be interrupted")
-    interrupted = staged.status(run_id)
-    assert interrupted["interruptions"] == 1 and interrupted["exit_code"] == 143, interrupted
-    sandbox.wait_state(first, "terminated", timeout=120)
+    try:
+        sandbox.wait_for(lambda: staged.status(run_id).get("state") == "running", 240, "the run to start")
+        time.sleep(12)  # a few epochs, each checkpointed on the instance (the periodic sync is 60 s apart)
+        api.interrupt(sandbox.settings, first, 40)
+        sandbox.wait_for(lambda: staged.status(run_id).get("state") == "interrupted", 90,
+                         "the run to be interrupted")
+        interrupted = staged.status(run_id)
+        assert interrupted["interruptions"] == 1 and interrupted["exit_code"] == 143, interrupted
+        assert any(k.endswith("checkpoint.json") for k in staged.keys(f"runs/{run_id}/checkpoints/"))
+        sandbox.wait_state(first, "terminated", timeout=120)
+    finally:
+        print(_boot_log(sandbox, first))
     assert staged.visible_messages() == 1  # put back at once, not after the visibility timeout
 
     second = staged.launch()
