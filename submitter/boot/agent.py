@@ -576,6 +576,8 @@ class LogShipper:
 
 
 class Agent:
+    """One worker: boot the host once, then take runs from the queue until it is empty or EC2 reclaims it."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.cloud = Cloud(args.region, args.bucket, args.prefix)
