@@ -281,15 +281,64 @@ def notebook(
 
 
 @app.command()
-def init(yes: bool = typer.Option(False, "--yes", "-y", help="Create without asking.")) -> None:
-    """Create the bucket, repository, role and security group this tool needs, and record them in .env."""
-    raise NotBuiltYet("init", 8)
+def init(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Create without asking."),
+    key_pair: str = typer.Option(None, "--key-pair", help="Also create this EC2 key pair (for `ssh`); the private "
+                                 "key goes to $SUBMITTER_HOME/keys/NAME.pem (0600)."),
+    expire_days: int = typer.Option(None, "--expire-days", help="Expire runs and submissions in the bucket after "
+                                    "N days (default: keep)."),
+) -> None:
+    """Create the bucket, repository (and a key pair) this tool needs, and record them in .env. Idempotent."""
+    from submitter import account
+    from submitter.aws import session
+
+    settings = session.resolve(_settings(ctx))
+    plan = account.plan_init(session.connect(settings), settings, Path.cwd(), key_pair, expire_days)
+    for line in account.render_plan(plan):
+        click.echo(line)
+    if not plan.changes and not plan.dotenv_changes():
+        click.echo("nothing to do: everything exists as wanted")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            from submitter.errors import UsageError
+
+            raise UsageError("submitter init", "not confirmed (no terminal to ask on)", "run `submitter init --yes`")
+        if not typer.confirm("create and set the above?"):
+            raise typer.Exit(1)
+    account.apply_init(plan, click.echo)
+    if plan.key_name:
+        click.echo(f"instances get key pair {plan.key_name} (SUBMITTER_SSH_KEY); connect with `submitter ssh RUN`")
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    ctx: typer.Context,
+    specs: list[Path] = typer.Argument(None, help="Job specs whose instance types to check quotas for."),
+) -> None:
     """Check credentials, permissions, quotas, the docker engine and the settings."""
-    raise NotBuiltYet("doctor", 8)
+    from submitter import account, image
+    from submitter.aws import session
+
+    settings = session.resolve(_settings(ctx))
+    types: list[str] = []
+    if specs:
+        from submitter import spec as spec_mod
+
+        types = sorted({t for s in spec_mod.load_many(specs) for t in s.spec.resources.instance_types})
+    try:
+        aws = session.connect(settings)
+    except Exception as err:  # reported as the credentials check below
+        click.echo(f"FAIL credentials: {err}")
+        aws = None
+    checks = account.doctor(settings, aws, types, image.engine)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"     fix: {check.fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------- sandbox

@@ -210,7 +210,8 @@ def make_plan(
         names=names,
         user_data=user_data,
         iam_policy=instance_policy(loaded, settings, names, region, acct, bucket or "UNSET-BUCKET"),
-        launch_template=_launch_template(loaded, names, tags, user_data),
+        launch_template=_launch_template(loaded, names, tags, user_data) | (
+            {"KeyName": settings.ssh_key} if settings.ssh_key else {}),  # only when asked: `submitter ssh`
         group=_group(loaded, names, tags, len(runs), placements),
         security_group={
             "GroupName": names.security_group,

@@ -23,6 +23,7 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_PREFIX", "submitter", "key prefix inside the bucket"),
     ("SUBMITTER_ECR_REPOSITORY", "submitter", "ECR repository for training images"),
     ("SUBMITTER_REGISTRY", "(from ECR)", "registry endpoint override, host[:port] (the sandbox sets it)"),
+    ("SUBMITTER_SSH_KEY", "(none: no key on instances)", "EC2 key pair on instances, for `ssh` (`init --key-pair`)"),
     ("SUBMITTER_HOME", "~/.submitter", "local state: sandbox files, ssh keys, caches (never the source of truth)"),
     ("SUBMITTER_SANDBOX", "0", "1: every command talks to the local sandbox instead of AWS"),
     ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
@@ -42,6 +43,7 @@ class Settings:
     prefix: str = "submitter"
     ecr_repository: str = "submitter"
     registry: str | None = None
+    ssh_key: str | None = None  # EC2 key pair name; None: instances get no key (no ssh)
     home: Path = Path("~/.submitter").expanduser()
     sandbox: bool = False
     sandbox_port: int = 45660
@@ -94,6 +96,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         prefix=prefix,
         ecr_repository=repository,
         registry=get("SUBMITTER_REGISTRY"),
+        ssh_key=get("SUBMITTER_SSH_KEY"),
         home=home,
         sandbox=_flag(values, "SUBMITTER_SANDBOX"),
         sandbox_port=int(port),

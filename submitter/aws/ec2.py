@@ -122,3 +122,101 @@ def instances(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for reservation in page["Reservations"]:
                 found += reservation["Instances"]
     return found
+
+
+# ------------------------------------------------------------------------------------------ key pairs
+
+
+def key_pair(ec2: Any, name: str) -> dict[str, Any] | None:
+    """The key pair `name` (with its public key), or None when EC2 has none by that name."""
+    from botocore.exceptions import ClientError
+
+    try:
+        found = ec2.describe_key_pairs(KeyNames=[name], IncludePublicKey=True)["KeyPairs"]
+    except ClientError as exc:
+        if "NotFound" in str(exc.response.get("Error", {}).get("Code")):
+            return None
+        with translate("ec2", "DescribeKeyPairs"):
+            raise
+    return dict(found[0]) if found else None
+
+
+def create_key_pair(ec2: Any, name: str, tags: dict[str, str]) -> str:
+    """Create an ED25519 key pair; returns the private key (EC2 hands it out only now)."""
+    with translate("ec2", "CreateKeyPair"):
+        made = ec2.create_key_pair(KeyName=name, KeyType="ed25519", KeyFormat="pem", TagSpecifications=[
+            {"ResourceType": "key-pair", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+    return str(made["KeyMaterial"])
+
+
+def import_key_pair(ec2: Any, name: str, public_key: str, tags: dict[str, str]) -> None:
+    with translate("ec2", "ImportKeyPair"):
+        ec2.import_key_pair(KeyName=name, PublicKeyMaterial=public_key.encode(), TagSpecifications=[
+            {"ResourceType": "key-pair", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+
+
+# ------------------------------------------------------------------------------------------ ssh access
+
+
+def instance(ec2: Any, instance_id: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if "NotFound" in str(exc.response.get("Error", {}).get("Code")):
+            return None
+        with translate("ec2", "DescribeInstances"):
+            raise
+    found = [i for r in reservations for i in r["Instances"]]
+    return dict(found[0]) if found else None
+
+
+def ssh_rule(cidr: str, description: str = "") -> dict[str, Any]:
+    """One inbound rule: TCP 22 from `cidr` (IPv4 or IPv6)."""
+    entry = {"CidrIpv6" if ":" in cidr else "CidrIp": cidr}
+    if description:
+        entry["Description"] = description
+    ranges = {"Ipv6Ranges" if ":" in cidr else "IpRanges": [entry]}
+    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}
+
+
+def authorize_ssh(ec2: Any, group_id: str, cidr: str, description: str) -> bool:
+    """Open TCP 22 for `cidr`; False when exactly that rule was already there (then it is not ours)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[ssh_rule(cidr, description)])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "InvalidPermission.Duplicate":
+            return False
+        with translate("ec2", "AuthorizeSecurityGroupIngress"):
+            raise
+    return True
+
+
+def revoke_ssh(ec2: Any, group_id: str, cidr: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[ssh_rule(cidr)])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("InvalidPermission.NotFound", "InvalidGroup.NotFound"):
+            return
+        with translate("ec2", "RevokeSecurityGroupIngress",
+                       f"remove it by hand: aws ec2 revoke-security-group-ingress --group-id {group_id} "
+                       f"--protocol tcp --port 22 --cidr {cidr}"):
+            raise
+
+
+def ingress(ec2: Any, group_id: str) -> list[dict[str, Any]]:
+    with translate("ec2", "DescribeSecurityGroups"):
+        groups = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    return list(groups[0].get("IpPermissions", [])) if groups else []
+
+
+def console_output(ec2: Any, instance_id: str) -> str:
+    """The instance's console output (decoded), or '' when EC2 has none yet."""
+    with translate("ec2", "GetConsoleOutput"):
+        out = ec2.get_console_output(InstanceId=instance_id, Latest=True)
+    return str(out.get("Output") or "")

@@ -183,6 +183,16 @@ class Ecr:
         self._call("PutLifecyclePolicy", repositoryName=name, lifecyclePolicyText=policy)
         return Repository(name, made["repositoryUri"], created=True)
 
+    def repository(self, name: str) -> Repository | None:
+        """The repository `name` as it is, or None when it does not exist (nothing is created)."""
+        try:
+            found = self._call("DescribeRepositories", repositoryNames=[name])["repositories"][0]
+        except AwsError as err:
+            if err.code != "RepositoryNotFoundException":
+                raise
+            return None
+        return Repository(name, found["repositoryUri"], created=False)
+
     def image_digest(
         self, repository: str, tag: str | None, *, digest: str | None = None, registry_id: str | None = None
     ) -> str | None:

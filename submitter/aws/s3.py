@@ -72,3 +72,95 @@ class S3:
     def download(self, key: str, path: str) -> None:
         with translate("s3", "GetObject"):
             self.client.download_file(self.bucket, key, path)
+
+
+# ------------------------------------------------------------------------------------------ the bucket itself
+# Used by `submitter init`: each reader returns the setting as S3 reports it (None: not set), so the caller
+# can compare it with what it wants and change only what differs.
+
+
+def bucket_state(client: Any, bucket: str) -> str:
+    """'missing', 'ours' (exists and we can reach it) or 'foreign' (exists, owned by someone else)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return "missing"
+        if code in ("403", "AccessDenied"):
+            return "foreign"
+        with translate("s3", "HeadBucket"):
+            raise
+    return "ours"
+
+
+def create_bucket(client: Any, bucket: str, region: str, tags: dict[str, str]) -> None:
+    with translate("s3", "CreateBucket", "pick another name with SUBMITTER_BUCKET (bucket names are global)"):
+        if region == "us-east-1":
+            client.create_bucket(Bucket=bucket, ObjectOwnership="BucketOwnerEnforced")
+        else:
+            client.create_bucket(Bucket=bucket, ObjectOwnership="BucketOwnerEnforced",
+                                 CreateBucketConfiguration={"LocationConstraint": region})
+    with translate("s3", "PutBucketTagging"):
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+
+def _read(call: Any, missing: tuple[str, ...], operation: str) -> Any:
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in missing:
+            return None
+        with translate("s3", operation):
+            raise
+
+
+def public_access_block(client: Any, bucket: str) -> dict[str, Any] | None:
+    out = _read(lambda: client.get_public_access_block(Bucket=bucket),
+                ("NoSuchPublicAccessBlockConfiguration",), "GetPublicAccessBlock")
+    return None if out is None else dict(out["PublicAccessBlockConfiguration"])
+
+
+def put_public_access_block(client: Any, bucket: str, config: dict[str, Any]) -> None:
+    with translate("s3", "PutPublicAccessBlock"):
+        client.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=config)
+
+
+def encryption(client: Any, bucket: str) -> list[dict[str, Any]] | None:
+    out = _read(lambda: client.get_bucket_encryption(Bucket=bucket),
+                ("ServerSideEncryptionConfigurationNotFoundError",), "GetBucketEncryption")
+    return None if out is None else list(out["ServerSideEncryptionConfiguration"]["Rules"])
+
+
+def put_encryption(client: Any, bucket: str, rules: list[dict[str, Any]]) -> None:
+    with translate("s3", "PutBucketEncryption"):
+        client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
+
+
+def lifecycle(client: Any, bucket: str) -> list[dict[str, Any]] | None:
+    out = _read(lambda: client.get_bucket_lifecycle_configuration(Bucket=bucket),
+                ("NoSuchLifecycleConfiguration",), "GetBucketLifecycleConfiguration")
+    return None if out is None else list(out["Rules"])
+
+
+def put_lifecycle(client: Any, bucket: str, rules: list[dict[str, Any]]) -> None:
+    with translate("s3", "PutBucketLifecycleConfiguration"):
+        client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+
+
+def policy(client: Any, bucket: str) -> dict[str, Any] | None:
+    import json
+
+    out = _read(lambda: client.get_bucket_policy(Bucket=bucket), ("NoSuchBucketPolicy",), "GetBucketPolicy")
+    return None if out is None else dict(json.loads(out["Policy"]))
+
+
+def put_policy(client: Any, bucket: str, document: dict[str, Any]) -> None:
+    import json
+
+    with translate("s3", "PutBucketPolicy"):
+        client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(document))

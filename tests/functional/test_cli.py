@@ -27,8 +27,7 @@ def test_help_lists_every_command() -> None:
 
 @pytest.mark.parametrize(("argv", "issue"), [
     (["logs", "r"], 6), (["cancel", "r"], 6), (["cost"], 6),
-    (["prices", "c5.large"], 6), (["gc"], 6), (["ssh", "r"], 8), (["notebook", "r"], 8), (["init"], 8),
-    (["doctor"], 8),
+    (["prices", "c5.large"], 6), (["gc"], 6), (["ssh", "r"], 8), (["notebook", "r"], 8),
 ])
 def test_commands_not_built_yet_exit_1_and_say_so(argv: list[str], issue: int) -> None:
     result = CliRunner().invoke(app, argv)

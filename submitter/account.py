@@ -1,0 +1,464 @@
+"""Account set-up (`init`) and checks (`doctor`): what submitter needs once per account and region.
+
+`init` is a plan (what exists, what it would create or set) and then its execution; a second `init`
+finds everything as wanted and changes nothing. `doctor` only reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from submitter.aws import ec2 as ec2_api
+from submitter.aws import s3 as s3_api
+from submitter.aws.errors import translate
+from submitter.aws.session import Aws
+from submitter.errors import SettingsError, UsageError
+from submitter.settings import Settings
+
+TAGS = {"managed-by": "submitter"}
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                       "RestrictPublicBuckets": True}
+ENCRYPTION = [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]
+ABORT_UPLOADS_DAYS = 7
+
+
+def bucket_policy(bucket: str) -> dict[str, Any]:
+    """Refuse any request that is not over TLS: the only statement; access comes from IAM identities."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }]}
+
+
+def lifecycle_rules(prefix: str, expire_days: int | None) -> list[dict[str, Any]]:
+    """Always drop half-finished uploads; with `expire_days`, also expire runs and submissions that old.
+    Inputs stay: they are content-addressed and shared by later submissions."""
+    rules: list[dict[str, Any]] = [{
+        "ID": "submitter-abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_UPLOADS_DAYS},
+    }]
+    if expire_days:
+        for part in ("runs", "submissions"):
+            rules.append({"ID": f"submitter-expire-{part}", "Status": "Enabled",
+                          "Filter": {"Prefix": f"{prefix}/{part}/"}, "Expiration": {"Days": expire_days}})
+    return rules
+
+
+@dataclass
+class Step:
+    """One line of the init plan: a resource and what init does to it ('create', 'set', 'ok')."""
+
+    kind: str
+    name: str
+    action: str
+    detail: str = ""
+    run: Callable[[], None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class InitPlan:
+    account: str
+    region: str
+    bucket: str
+    repository: str
+    key_name: str | None
+    key_file: Path | None
+    steps: list[Step]
+    dotenv: dict[str, str]  # what .env should hold afterwards
+    dotenv_path: Path | None  # None: nothing is recorded (sandbox)
+    per_submission: list[str]
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.action != "ok"]
+
+    def dotenv_changes(self) -> dict[str, str]:
+        if self.dotenv_path is None:
+            return {}
+        current = _read_dotenv(self.dotenv_path)
+        return {k: v for k, v in self.dotenv.items() if current.get(k) != v}
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def account_id(aws: Aws) -> str:
+    with translate("sts", "GetCallerIdentity"):
+        return str(aws.client("sts").get_caller_identity()["Account"])
+
+
+def key_file(settings: Settings, name: str) -> Path:
+    return settings.home / "keys" / f"{name}.pem"
+
+
+def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = None,
+              expire_days: int | None = None) -> InitPlan:
+    """Read what exists and decide what to create or set; nothing is changed here."""
+    if key_name is not None and not KEY_NAME.match(key_name):
+        raise UsageError("--key-pair", f"{key_name!r} is not a usable key pair name",
+                         "use letters, digits, . _ - (it also names the file under $SUBMITTER_HOME/keys)")
+    if expire_days is not None and expire_days < 1:
+        raise UsageError("--expire-days", "must be at least 1", "omit it to keep runs until you delete them")
+    account = account_id(aws)
+    region = aws.region
+    bucket = settings.bucket or f"submitter-{account}-{region}"
+    steps = _bucket_steps(aws, bucket, region, settings.prefix, expire_days)
+    steps.append(_repository_step(aws, settings.ecr_repository))
+    path = None
+    if key_name:
+        path = key_file(settings, key_name)
+        steps.append(_key_step(aws, key_name, path))
+    dotenv = {"SUBMITTER_REGION": region, "SUBMITTER_BUCKET": bucket,
+              "SUBMITTER_ECR_REPOSITORY": settings.ecr_repository}
+    if key_name:
+        dotenv["SUBMITTER_SSH_KEY"] = key_name
+    per_submission = [
+        "instance role + instance profile submitter-SUBMISSION: only that submission's S3 keys and queue, "
+        f"pulls from {settings.ecr_repository}, leaving its own group (see `submit --dry-run`, iam_policy)",
+        "security group submitter-SUBMISSION with no inbound rules (`ssh` opens TCP 22 for your /32 only "
+        "while connected)",
+    ]
+    return InitPlan(account, region, bucket, settings.ecr_repository, key_name, path, steps, dotenv,
+                    None if settings.sandbox else cwd / ".env", per_submission)
+
+
+def _bucket_steps(aws: Aws, bucket: str, region: str, prefix: str, expire_days: int | None) -> list[Step]:
+    s3 = aws.client("s3")
+    state = s3_api.bucket_state(s3, bucket)
+    if state == "foreign":
+        raise SettingsError(f"SUBMITTER_BUCKET={bucket}", "the bucket exists but this identity cannot use it "
+                            "(another account's, or s3:ListBucket is denied)",
+                            "pick another name with SUBMITTER_BUCKET=..., then run `submitter init` again")
+    exists = state == "ours"
+    steps = [Step("S3 bucket", bucket, "ok" if exists else "create", "private, objects owned by the bucket owner",
+                  None if exists else lambda: s3_api.create_bucket(s3, bucket, region, TAGS))]
+    wanted_rules = lifecycle_rules(prefix, expire_days)
+    checks: list[tuple[str, Any, Any, Callable[[], None]]] = [
+        ("Block Public Access", lambda: s3_api.public_access_block(s3, bucket), PUBLIC_ACCESS_BLOCK,
+         lambda: s3_api.put_public_access_block(s3, bucket, PUBLIC_ACCESS_BLOCK)),
+        ("default encryption SSE-S3 (AES256, bucket key)", lambda: s3_api.encryption(s3, bucket), ENCRYPTION,
+         lambda: s3_api.put_encryption(s3, bucket, ENCRYPTION)),
+        ("policy: deny requests without TLS", lambda: s3_api.policy(s3, bucket), bucket_policy(bucket),
+         lambda: s3_api.put_policy(s3, bucket, bucket_policy(bucket))),
+        ("lifecycle: abort unfinished uploads after 7 days"
+         + (f"; expire runs and submissions after {expire_days} days" if expire_days else
+            " (runs kept until deleted; --expire-days N to expire them)"),
+         lambda: s3_api.lifecycle(s3, bucket), wanted_rules,
+         lambda: s3_api.put_lifecycle(s3, bucket, wanted_rules)),
+    ]
+    for label, read, wanted, apply in checks:
+        current = read() if exists else None
+        same = current is not None and _same(current, wanted)
+        steps.append(Step("  bucket setting", label, "ok" if same else "set", "", None if same else apply))
+    return steps
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    """`wanted` is contained in `current` (S3 adds defaults, e.g. an empty Filter's fields)."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(k in current and _same(current[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(current, list) and len(current) == len(wanted) and all(
+            any(_same(c, w) for c in current) for w in wanted)
+    return bool(current == wanted)
+
+
+def _repository_step(aws: Aws, name: str) -> Step:
+    from submitter.aws.ecr import Ecr
+
+    ecr = Ecr(aws)
+    found = ecr.repository(name)
+    if found:
+        return Step("ECR repository", name, "ok", found.uri)
+    def create() -> None:
+        ecr.ensure_repository(name)
+    return Step("ECR repository", name, "create", "immutable tags, scan on push, lifecycle (keep 100 images)",
+                create)
+
+
+def _key_step(aws: Aws, name: str, path: Path) -> Step:
+    ec2 = aws.client("ec2")
+    found = ec2_api.key_pair(ec2, name)
+    if found and path.is_file():
+        return Step("EC2 key pair", name, "ok", f"private key {path}")
+    if found:
+        raise UsageError(f"key pair {name}", f"exists in EC2 ({aws.region}) but its private key is not at {path}; "
+                         "EC2 hands a private key out only when it creates the pair",
+                         f"copy the key file to {path} (mode 0600), or delete the pair "
+                         f"(`aws ec2 delete-key-pair --key-name {name}`), or choose another --key-pair name")
+    if path.is_file():
+        def do_import() -> None:
+            ec2_api.import_key_pair(ec2, name, public_key_of(path), TAGS)
+        return Step("EC2 key pair", name, "create", f"imported from the existing {path}", do_import)
+
+    def do_create() -> None:
+        material = ec2_api.create_key_pair(ec2, name, TAGS)
+        write_private(path, material)
+    return Step("EC2 key pair", name, "create", f"ED25519; private key saved to {path} (0600)", do_create)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a private key readable by its owner only; the directory too (0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+
+
+def public_key_of(path: Path) -> str:
+    import paramiko
+
+    key = paramiko.PKey.from_path(path)
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def apply_init(plan: InitPlan, say: Callable[[str], None]) -> list[str]:
+    """Execute the plan's changes in order and record the names in .env; returns what was done."""
+    done = []
+    for step in plan.changes:
+        if step.run is not None:
+            step.run()
+        done.append(f"{step.action} {step.kind.strip()} {step.name}")
+        say(f"{step.action}: {step.kind.strip()} {step.name}")
+    changes = plan.dotenv_changes()
+    if changes and plan.dotenv_path is not None:
+        from dotenv import set_key
+
+        plan.dotenv_path.touch(exist_ok=True)
+        for name, value in changes.items():
+            set_key(str(plan.dotenv_path), name, value, quote_mode="never")
+        done.append(f"recorded {', '.join(changes)} in {plan.dotenv_path}")
+        say(f"recorded in {plan.dotenv_path}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return done
+
+
+def render_plan(plan: InitPlan) -> list[str]:
+    lines = [f"account {plan.account}, region {plan.region}"]
+    for step in plan.steps:
+        mark = {"ok": "exists", "create": "create", "set": "set"}[step.action]
+        detail = f" ({step.detail})" if step.detail else ""
+        lines.append(f"  {mark:7} {step.kind} {step.name}{detail}")
+    lines.append("  per submission, created by `submit` and removed when it drains (not by init):")
+    lines += [f"          {text}" for text in plan.per_submission]
+    if plan.dotenv_path is None:
+        lines.append("  .env: not written in the sandbox (`submitter sandbox env` gives its settings)")
+    else:
+        changes = plan.dotenv_changes()
+        lines.append(f"  .env ({plan.dotenv_path}): " + (
+            ", ".join(f"{k}={v}" for k, v in changes.items()) if changes else "already up to date"))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- doctor
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+# What submit, status, ssh and cleanup call, for the permission check (policy simulation).
+ACTIONS = [
+    "sts:GetCallerIdentity", "s3:PutObject", "s3:GetObject", "s3:ListBucket", "ecr:GetAuthorizationToken",
+    "ecr:DescribeImages", "ecr:CreateRepository", "ecr:PutImage", "ecr:InitiateLayerUpload",
+    "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets", "ec2:CreateLaunchTemplate", "ec2:DeleteLaunchTemplate",
+    "ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupIngress", "ec2:DescribeInstances", "ec2:GetConsoleOutput", "ec2:RunInstances",
+    "ec2:CreateTags", "autoscaling:CreateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup",
+    "autoscaling:DescribeAutoScalingGroups", "iam:CreateRole", "iam:PutRolePolicy", "iam:CreateInstanceProfile",
+    "iam:AddRoleToInstanceProfile", "iam:PassRole", "iam:DeleteRole", "sqs:CreateQueue", "sqs:SendMessage",
+    "sqs:DeleteQueue", "ssm:PutParameter", "ssm:GetParameter",
+]
+# Spot vCPU quotas (Service Quotas, service ec2) by instance family initial.
+SPOT_QUOTAS = {
+    "standard": ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
+    "g": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "p": ("L-7212CCBC", "All P Spot Instance Requests"),
+    "inf": ("L-B5D1601B", "All Inf Spot Instance Requests"),
+    "trn": ("L-6B0D517C", "All Trn Spot Instance Requests"),
+    "x": ("L-E3A00192", "All X Spot Instance Requests"),
+    "f": ("L-88CF9481", "All F Spot Instance Requests"),
+    "dl": ("L-85EED4F7", "All DL Spot Instance Requests"),
+}
+
+
+def quota_family(instance_type: str) -> str:
+    family = instance_type.split(".")[0]
+    for prefix in ("inf", "trn", "dl", "g", "p", "x", "f"):
+        if family.startswith(prefix) and (prefix != "g" or not family.startswith("gr")):
+            return prefix
+    return "standard"
+
+
+def doctor(settings: Settings, aws: Aws | None, instance_types: list[str],
+           engine: Callable[[], Any] | None) -> list[Check]:
+    """Every check, in order; a failed check never stops the ones after it."""
+    checks = [Check("settings", True, f"region {settings.region}, bucket {settings.bucket or '(none)'}, "
+                                      f"repository {settings.ecr_repository}, home {settings.home}")]
+    if not settings.bucket:
+        checks.append(Check("bucket setting", False, "SUBMITTER_BUCKET is not set",
+                            "run `submitter init` (it creates the bucket and records it in .env)"))
+    identity = None
+    if aws is not None:
+        identity = _guard(checks, "credentials", lambda: _identity(aws),
+                          "run `aws configure` or `aws sso login`, or set SUBMITTER_PROFILE")
+    if identity is not None and aws is not None:
+        _guard(checks, "region", lambda: _region(aws), "set SUBMITTER_REGION to a region enabled for the account")
+        if settings.bucket:
+            _guard(checks, "bucket", lambda: _bucket(aws, settings.bucket or ""),
+                   "run `submitter init`, or fix SUBMITTER_BUCKET")
+        _guard(checks, "repository", lambda: _repository(aws, settings.ecr_repository), "run `submitter init`")
+        if settings.ssh_key:
+            _guard(checks, "ssh key", lambda: _ssh_key(aws, settings),
+                   f"run `submitter init --key-pair {settings.ssh_key}`")
+        checks.append(_permissions(aws, identity, settings.sandbox))
+        checks += _quotas(aws, instance_types or ["c5.large", "g4dn.xlarge"], settings.sandbox)
+    if engine is not None:
+        _guard(checks, "docker engine", lambda: _engine(engine),
+               "start the engine (`dockerd`, Docker Desktop) and check DOCKER_HOST; `docker info` must work")
+    return checks
+
+
+def _guard(checks: list[Check], name: str, run: Callable[[], str], fix: str) -> Any:
+    from submitter.errors import SubmitterError
+
+    try:
+        detail = run()
+    except SubmitterError as err:
+        checks.append(Check(name, False, err.what, err.next_step or fix))
+        return None
+    except Exception as err:  # doctor reports anything it meets as a failed check, never a traceback
+        checks.append(Check(name, False, f"{type(err).__name__}: {err}", fix))
+        return None
+    checks.append(Check(name, True, detail))
+    return detail
+
+
+def _identity(aws: Aws) -> str:
+    with translate("sts", "GetCallerIdentity"):
+        return str(aws.client("sts").get_caller_identity()["Arn"])
+
+
+def _region(aws: Aws) -> str:
+    with translate("ec2", "DescribeAvailabilityZones"):
+        zones = aws.client("ec2").describe_availability_zones()["AvailabilityZones"]
+    return f"{aws.region} ({len(zones)} availability zones)"
+
+
+def _bucket(aws: Aws, bucket: str) -> str:
+    s3 = aws.client("s3")
+    state = s3_api.bucket_state(s3, bucket)
+    if state != "ours":
+        raise SettingsError("bucket", f"{bucket} {'does not exist' if state == 'missing' else 'is not reachable'}")
+    pab = s3_api.public_access_block(s3, bucket)
+    if not pab or not all(pab.get(k) for k in PUBLIC_ACCESS_BLOCK):
+        raise SettingsError("bucket", f"{bucket} does not block all public access",
+                            "run `submitter init` (it turns Block Public Access on)")
+    return f"{bucket}: exists, blocks public access"
+
+
+def _repository(aws: Aws, name: str) -> str:
+    from submitter.aws.ecr import Ecr
+
+    found = Ecr(aws).repository(name)
+    if not found:
+        raise SettingsError("repository", f"ECR repository {name} does not exist", "run `submitter init`")
+    return found.uri
+
+
+def _ssh_key(aws: Aws, settings: Settings) -> str:
+    name = settings.ssh_key or ""
+    if not ec2_api.key_pair(aws.client("ec2"), name):
+        raise SettingsError("ssh key", f"SUBMITTER_SSH_KEY={name}: no such key pair in {aws.region}")
+    path = key_file(settings, name)
+    if not path.is_file():
+        raise SettingsError("ssh key", f"the private key {path} is missing", "copy it there (mode 0600)")
+    if path.stat().st_mode & 0o077:
+        raise SettingsError("ssh key", f"{path} is readable by others", f"chmod 600 {path}")
+    return f"{name}: {path}"
+
+
+def _engine(engine: Callable[[], Any]) -> str:
+    client = engine()
+    version = client.version()
+    return f"docker {version.get('Version', '?')} ({version.get('Os', '?')}/{version.get('Arch', '?')})"
+
+
+def _permissions(aws: Aws, arn: str, sandbox: bool) -> Check:
+    if sandbox:
+        return Check("permissions", True, "sandbox: IAM is not enforced (moto); nothing to check")
+    from botocore.exceptions import ClientError
+
+    principal = _principal(arn)
+    try:
+        results = aws.client("iam").simulate_principal_policy(PolicySourceArn=principal, ActionNames=ACTIONS)[
+            "EvaluationResults"]
+    except (ClientError, NotImplementedError) as exc:  # moto has no policy simulation
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else "not implemented"
+        return Check("permissions", False, f"could not simulate the policy of {principal} ({code})",
+                     f"allow iam:SimulatePrincipalPolicy on {principal} so doctor can check the "
+                     f"{len(ACTIONS)} actions submitter calls (listed in submitter/account.py, ACTIONS)")
+    denied = sorted(r["EvalActionName"] for r in results if r.get("EvalDecision") != "allowed")
+    if denied:
+        return Check("permissions", False, f"{len(denied)} action(s) not allowed: {', '.join(denied)}",
+                     f"add to the policy of {principal}: " + ", ".join(denied))
+    return Check("permissions", True, f"all {len(ACTIONS)} actions allowed for {principal}")
+
+
+def _principal(arn: str) -> str:
+    """An assumed-role session ARN -> its role ARN (what policy simulation takes)."""
+    match = re.match(r"^arn:(aws[\w-]*):sts::(\d+):assumed-role/([^/]+)/", arn)
+    return f"arn:{match.group(1)}:iam::{match.group(2)}:role/{match.group(3)}" if match else arn
+
+
+def _quotas(aws: Aws, instance_types: list[str], sandbox: bool) -> list[Check]:
+    if sandbox:
+        return [Check("spot vCPU quota", True, "sandbox: no quotas (capacity is unlimited)")]
+    from botocore.exceptions import ClientError
+
+    vcpus: dict[str, int] = {}
+    try:
+        with translate("ec2", "DescribeInstanceTypes"):
+            for item in aws.client("ec2").describe_instance_types(InstanceTypes=instance_types)["InstanceTypes"]:
+                vcpus[item["InstanceType"]] = int(item["VCpuInfo"]["DefaultVCpus"])
+    except Exception as err:
+        return [Check("spot vCPU quota", False, f"cannot read instance types: {err}",
+                      "check the instance type names (e.g. c5.large)")]
+    checks = []
+    families: dict[str, list[str]] = {}
+    for t in instance_types:
+        families.setdefault(quota_family(t), []).append(t)
+    for family, types in sorted(families.items()):
+        code, label = SPOT_QUOTAS[family]
+        need = max(vcpus.get(t, 0) for t in types)
+        increase = (f"aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {code} "
+                    f"--desired-value {max(need, 8)}")
+        try:
+            value = float(aws.client("service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode=code)[
+                "Quota"]["Value"])
+        except (ClientError, NotImplementedError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else "not implemented"
+            checks.append(Check(f"spot vCPU quota ({family})", False, f"Service Quotas not reachable ({code})",
+                                f"allow servicequotas:GetServiceQuota, or look up '{label}' in the console"))
+            continue
+        ok = value >= need
+        checks.append(Check(f"spot vCPU quota ({family})", ok,
+                            f"{label}: {value:g} vCPU; the largest of {', '.join(types)} needs {need}",
+                            "" if ok else increase))
+    return checks
