@@ -28,6 +28,7 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_SANDBOX", "0", "1: every command talks to the local sandbox instead of AWS"),
     ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
     ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
+    ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environment's maximum vCPUs (`init --batch`)"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -48,6 +49,7 @@ class Settings:
     sandbox: bool = False
     sandbox_port: int = 45660
     debug: bool = False
+    batch_max_vcpus: int = 256
 
     @property
     def sandbox_dir(self) -> Path:
@@ -89,6 +91,12 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
             "SUBMITTER_SANDBOX_PORT", f"{port!r} is not a port number from 1024 to 65530",
             "set SUBMITTER_SANDBOX_PORT=45660 (the sandbox uses it and the next two ports)",
         )
+    max_vcpus = get("SUBMITTER_BATCH_MAX_VCPUS") or "256"
+    if not max_vcpus.isdigit() or not 1 <= int(max_vcpus) <= 100000:
+        raise SettingsError(
+            "SUBMITTER_BATCH_MAX_VCPUS", f"{max_vcpus!r} is not a whole number of vCPUs from 1 to 100000",
+            "set SUBMITTER_BATCH_MAX_VCPUS=256 (the most vCPUs the Batch compute environment may run at once)",
+        )
     return Settings(
         region=region,
         profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
@@ -101,6 +109,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         sandbox=_flag(values, "SUBMITTER_SANDBOX"),
         sandbox_port=int(port),
         debug=_flag(values, "SUBMITTER_DEBUG"),
+        batch_max_vcpus=int(max_vcpus),
     )
 
 

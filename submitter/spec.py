@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from submitter.errors import SpecError, SpecProblem
 
@@ -127,6 +135,14 @@ class Resources(_Model):
     region: str | None = None
     volume_gb: int = Field(default=30, ge=1, le=16384)
     gpus: Literal["auto"] | int = "auto"
+    backend: Literal["pool", "batch"] = "pool"  # pool: our own spot worker group; batch: AWS Batch (docs/batch.md)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        if value in ("pool", "batch"):
+            return value
+        raise ValueError(f"expected pool (a worker pool of your own) or batch (AWS Batch), got {value!r}")
 
     @field_validator("instance_types")
     @classmethod
