@@ -205,11 +205,16 @@ def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:
 
 @app.command()
 def logs(
+    ctx: typer.Context,
     run: str = typer.Argument(..., help="RUN id."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new output."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new output until the run ends."),
+    agent: bool = typer.Option(False, "--agent", help="The agent's log for the run (pull, restore, uploads)."),
 ) -> None:
-    """A run's container and boot logs, from S3 (no SSH needed)."""
-    raise NotBuiltYet("logs", 6)
+    """A run's container log (or its agent log), from S3 (no SSH needed)."""
+    from submitter import tracking
+
+    _, s3, where = _tracking(ctx)
+    tracking.print_logs(s3, where, run, sys.stdout, follow=follow, agent=agent, say=_say)
 
 
 @app.command()
@@ -223,39 +228,152 @@ def results(
 
     _, s3, where = _tracking(ctx)
     run_ids = tracking.resolve(s3, where, target)
-    for root in tracking.download_results(s3, where, run_ids, dest):
-        files = sum(1 for p in root.rglob("*") if p.is_file())
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("downloading", total=None)
+        done = tracking.download_results(
+            s3, where, run_ids, dest,
+            on_start=lambda files, size: bar.update(task, total=size, description=f"{files} file(s)"),
+            on_bytes=lambda n: bar.advance(task, n))
+    for root in done.roots:
+        files = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".part"))
         click.echo(f"{root}: {files} file(s)")
+    _say(f"fetched {done.fetched} file(s) ({done.bytes} bytes), skipped {done.skipped} identical")
 
 
 @app.command()
 def cancel(
+    ctx: typer.Context,
     target: str = typer.Argument(..., help="RUN or SUBMISSION id."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json"),
+    wait_s: float = typer.Option(600.0, "--timeout", help="Seconds to wait for running runs to stop and upload."),
 ) -> None:
     """Stop runs gracefully (outputs uploaded), drop queued ones, terminate their instances."""
-    raise NotBuiltYet("cancel", 6)
+    from submitter import cancel as cancel_mod
+    from submitter.aws import session
+    from submitter.errors import UsageError
+
+    if not yes and not sys.stdin.isatty():
+        raise UsageError("submitter cancel", "not confirmed (no terminal to ask on)",
+                         f"run `submitter cancel {target} --yes`")
+    settings, s3, where = _tracking(ctx)
+    scope = cancel_mod.scope(s3, where, target)
+    if not yes and not typer.confirm(f"cancel {scope.describe()}?"):
+        raise typer.Exit(1)
+    result = cancel_mod.cancel(session.connect(settings), s3, where, scope, _say, wait_s=wait_s)
+    if as_json:
+        _print_json(result)
+        return
+    for st in result["runs"]:
+        click.echo(f"{st['run_id']}: {st.get('state')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+    if result["removed"]:
+        click.echo(f"removed: {', '.join(result['removed'])}")
 
 
 @app.command()
 def cost(
-    target: str = typer.Argument(None, help="SUBMISSION id; default: all since --since."),
-    since: str = typer.Option(None, "--since", help="DATE (YYYY-MM-DD)."),
+    ctx: typer.Context,
+    target: str = typer.Argument(None, help="SUBMISSION (or RUN, JOB) id; default: submissions since --since."),
+    since: str = typer.Option(None, "--since", help="DATE (YYYY-MM-DD, UTC); default: the last 7 days."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """What runs cost: spot price history x runtime, plus EBS; savings against on-demand."""
-    raise NotBuiltYet("cost", 6)
+    from datetime import datetime, timedelta, timezone
+
+    from submitter import tracking
+    from submitter.aws import ec2 as ec2_api
+    from submitter.aws import session
+    from submitter.errors import UsageError
+
+    if target and since:
+        raise UsageError("submitter cost", "give a SUBMISSION or --since, not both", "drop one of them")
+    try:
+        start = (datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=timezone.utc) if since
+                 else datetime.now(timezone.utc) - timedelta(days=7))
+    except ValueError:
+        raise UsageError("--since", f"{since!r} is not a date", "use YYYY-MM-DD, e.g. --since 2026-11-01") from None
+    settings, s3, where = _tracking(ctx)
+    run_ids = (tracking.resolve(s3, where, target) if target else
+               [r for sub in tracking.submissions_since(s3, where, start) for r in tracking.runs_of(s3, where, sub)])
+    ec2 = session.connect(settings).client("ec2")
+    report = tracking.costs(s3, where, run_ids, lambda t, az, lo, hi: ec2_api.price_history(ec2, t, az, lo, hi),
+                            settings.region)
+    if as_json:
+        _print_json(report)
+        return
+    from submitter import render
+
+    render.costs(report)
 
 
 @app.command()
-def prices(types: list[str] = typer.Argument(..., help="Instance types, e.g. g4dn.xlarge.")) -> None:
+def prices(
+    ctx: typer.Context,
+    types: list[str] = typer.Argument(..., help="Instance types, e.g. g4dn.xlarge."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Live spot price per availability zone, cheapest first."""
-    raise NotBuiltYet("prices", 6)
+    from submitter import tracking
+    from submitter.aws import ec2 as ec2_api
+    from submitter.aws import session
+    from submitter.errors import CapacityError
+
+    settings = session.resolve(_settings(ctx))
+    offers = tracking.prices(ec2_api.spot_prices(session.connect(settings).client("ec2"), types), settings.region)
+    missing = sorted(set(types) - {o["instance_type"] for o in offers})
+    if not offers:
+        raise CapacityError(f"prices {' '.join(types)}", f"no spot price in {settings.region} for these types",
+                            "check the type names (e.g. g4dn.xlarge), or set SUBMITTER_REGION")
+    source = "sandbox price table, NOT LIVE" if settings.sandbox else "live spot price history"
+    if as_json:
+        _print_json({"region": settings.region, "source": source, "offers": offers, "not_offered": missing})
+        return
+    from submitter import render
+
+    render.prices(offers, f"{settings.region}, {source}")
+    if missing:
+        click.echo(f"no spot offer for: {', '.join(missing)}")
 
 
 @app.command()
-def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking.")) -> None:
+def gc(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Find and remove orphaned resources tagged by submitter."""
-    raise NotBuiltYet("gc", 6)
+    from submitter import gc as gc_mod
+    from submitter.aws import session
+    from submitter.errors import UsageError
+
+    settings, s3, where = _tracking(ctx)
+    aws = session.connect(settings)
+    orphans = gc_mod.find(aws, s3, where)
+    if not as_json:
+        for o in orphans:
+            click.echo(f"{o.kind:15} {o.id:45} {o.submission}: {o.why}")
+    if not orphans:
+        if as_json:
+            _print_json({"found": [], "removed": []})
+        else:
+            click.echo("nothing to remove: no orphaned resource tagged by submitter")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("submitter gc", "not confirmed (no terminal to ask on)", "run `submitter gc --yes`")
+        if not typer.confirm(f"remove these {len(orphans)} resource(s)?"):
+            raise typer.Exit(1)
+    removed = gc_mod.remove(aws, orphans, _say)
+    if as_json:
+        _print_json({"found": [o.to_json() for o in orphans], "removed": [o.to_json() for o in removed]})
+    else:
+        click.echo(f"removed {len(removed)} of {len(orphans)}")
+    if len(removed) < len(orphans):
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------- access

@@ -107,3 +107,45 @@ def _runtime(st: dict) -> str:
     except ValueError:
         return "-"
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _money(value: object, digits: int = 4) -> str:
+    return f"${value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def _share(value: object) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else "-"
+
+
+def costs(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "state", "AZ/type", "hours", "spot $/h", "spot", "EBS", "total", "on-demand", "saving"):
+        table.add_column(column)
+    for r in report["runs"]:
+        table.add_row(
+            r["run_id"], str(r.get("state")), f"{r.get('availability_zone') or '-'}/{r.get('instance_type') or '-'}",
+            f"{r['hours']:.3f}", _money(r.get("spot_price")), _money(r.get("spot_cost")), _money(r.get("ebs_cost")),
+            _money(r.get("total")), _money(r.get("on_demand_cost")), _share(r.get("savings")),
+        )
+    t = report["total"]
+    table.add_row("total", f"{t['priced']}/{t['runs']} priced", "", "", "", "", "", _money(t["total"]),
+                  _money(t.get("on_demand_total")), _share(t.get("savings")))
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"  {t['basis']}")
+
+
+def prices(offers: list[dict], note: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"spot prices ({note}), cheapest first", title_justify="left")
+    for column in ("type", "AZ", "spot $/h", "on-demand $/h", "saving"):
+        table.add_column(column)
+    for o in offers:
+        table.add_row(o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}",
+                      f"{o['on_demand']:.4f}" if o.get("on_demand") else "unknown", _share(o.get("savings")))
+    Console(soft_wrap=True).print(table)

@@ -220,3 +220,59 @@ def console_output(ec2: Any, instance_id: str) -> str:
     with translate("ec2", "GetConsoleOutput"):
         out = ec2.get_console_output(InstanceId=instance_id, Latest=True)
     return str(out.get("Output") or "")
+
+
+def price_history(ec2: Any, instance_type: str, availability_zone: str, start: datetime,
+                  end: datetime) -> list[tuple[datetime, float]]:
+    """(time, price) points of a Linux spot pool over [start, end], oldest first; EC2 includes the price in
+    effect at `start` even when it was set before."""
+    points: list[tuple[datetime, float]] = []
+    with translate("ec2", "DescribeSpotPriceHistory"):
+        pages = ec2.get_paginator("describe_spot_price_history").paginate(
+            InstanceTypes=[instance_type], AvailabilityZone=availability_zone,
+            ProductDescriptions=["Linux/UNIX"], StartTime=start, EndTime=end)
+        for page in pages:
+            points += [(item["Timestamp"], float(item["SpotPrice"])) for item in page["SpotPriceHistory"]
+                       if item.get("AvailabilityZone") == availability_zone]
+    return sorted(points)
+
+
+def terminate(ec2: Any, instance_ids: list[str]) -> None:
+    if not instance_ids:
+        return
+    with translate("ec2", "TerminateInstances"):
+        ec2.terminate_instances(InstanceIds=instance_ids)
+
+
+def volumes(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with translate("ec2", "DescribeVolumes"):
+        for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
+            found += page["Volumes"]
+    return found
+
+
+def delete_volume(ec2: Any, volume_id: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        ec2.delete_volume(VolumeId=volume_id)
+    except ClientError:
+        return False
+    return True
+
+
+def launch_templates(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with translate("ec2", "DescribeLaunchTemplates"):
+        for page in ec2.get_paginator("describe_launch_templates").paginate(Filters=filters):
+            found += page["LaunchTemplates"]
+    return found
+
+
+def security_groups(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with translate("ec2", "DescribeSecurityGroups"):
+        for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
+            found += page["SecurityGroups"]
+    return found

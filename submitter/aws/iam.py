@@ -66,3 +66,17 @@ def delete_instance_role(iam: Any, name: str) -> bool:
                     raise
                 time.sleep(2)
     return True
+
+
+def tagged_roles(iam: Any, name_prefix: str, tag: str) -> list[tuple[str, dict[str, str]]]:
+    """(name, tags) of the roles named `name_prefix`... that carry the tag key `tag`."""
+    found = []
+    with translate("iam", "ListRoles"):
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page["Roles"]:
+                if not role["RoleName"].startswith(name_prefix):
+                    continue
+                tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role["RoleName"]).get("Tags", [])}
+                if tag in tags:
+                    found.append((role["RoleName"], tags))
+    return found

@@ -58,3 +58,15 @@ def delete_queue(sqs: Any, name: str) -> bool:
     with translate("sqs", "DeleteQueue"):
         sqs.delete_queue(QueueUrl=url)
     return True
+
+
+def tagged_queues(sqs: Any, name_prefix: str, tag: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, url, tags) of the queues named `name_prefix`... that carry the tag key `tag`."""
+    found = []
+    with translate("sqs", "ListQueues"):
+        for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=name_prefix):
+            for url in page.get("QueueUrls", []):
+                tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+                if tag in tags:
+                    found.append((url.rsplit("/", 1)[-1], url, tags))
+    return found
