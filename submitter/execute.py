@@ -31,6 +31,7 @@ class Submitted:
     plan: Plan
     image_uri: str
     image_facts: dict[str, Any] = field(default_factory=dict)
+    backend: str = "pool"  # or "batch": AWS Batch ran it (submitter/batch.py); nothing of ours to remove
 
 
 def account_id(aws: Aws) -> str:
@@ -55,11 +56,16 @@ def submit(
     progress: Progress,
     engine: Callable[[], Any],
     submission: str | None = None,
+    backend: str | None = None,
 ) -> list[Submitted]:
-    """Validate everything that can fail on the user's side first, then build, stage and launch."""
+    """Validate everything that can fail on the user's side first, then build, stage and launch.
+
+    `backend` (pool | batch) overrides each spec's resources.backend."""
     from submitter import image as image_mod
     from submitter import stage as stage_mod
 
+    if backend not in (None, "pool", "batch"):
+        raise UsageError("--backend", f"{backend!r} is not a backend", "use --backend pool or --backend batch")
     if submission and len(specs) != 1:
         raise UsageError("--id", "names one submission, so it takes one spec file", "submit the files one by one")
     if not settings.bucket:
@@ -92,11 +98,17 @@ def submit(
         images.append(image_mod.ensure_image(aws, docker_client, request, progress, cache=cache))
     done = []
     for (plan, secrets), result in zip(planned, images, strict=True):
-        stage_mod.stage(aws, plan, result.uri_with_digest, secrets, progress)
-        capacity.launch(aws, plan, progress)
+        chosen = backend or plan.loaded.spec.resources.backend
+        if chosen == "batch":
+            from submitter import batch
+
+            batch.submit(aws, plan, result.uri_with_digest, secrets, progress)
+        else:
+            stage_mod.stage(aws, plan, result.uri_with_digest, secrets, progress)
+            capacity.launch(aws, plan, progress)
         done.append(Submitted(plan, result.uri_with_digest, {
             "built": result.built, "pushed": result.pushed, "bytes_pushed": result.bytes_pushed,
-            "layers_pushed": result.layers_pushed, "digest": result.digest}))
+            "layers_pushed": result.layers_pushed, "digest": result.digest}, chosen))
     return done
 
 
@@ -142,13 +154,19 @@ def wait(
                     s3, where, st["run_id"], next_chunk.get(st["run_id"], 0), sys.stdout)
         if all(st.get("state") in tracking.TERMINAL for st in states):
             break
-        for sub in submitted:
+        for sub in (s for s in submitted if s.backend == "pool"):
             stranded = _stranded(aws, s3, where, sub, states)
             if stranded:
                 say(f"{sub.plan.submission_id}: no worker is left for {len(stranded)} run(s): {stranded[0]['reason']}")
         time.sleep(poll_s)
     for sub in submitted:
-        removed = capacity.remove(aws, sub.plan.names, sub.plan.submission_id)
+        if sub.backend == "batch":  # Batch scales its hosts down itself; only the job role is ours
+            from submitter.aws import iam as iam_api
+
+            removed = [f"role {sub.plan.names.role}"] if iam_api.delete_instance_role(
+                aws.client("iam"), sub.plan.names.role) else []
+        else:
+            removed = capacity.remove(aws, sub.plan.names, sub.plan.submission_id)
         if removed:
             say(f"{sub.plan.submission_id}: removed {', '.join(removed)}")
     return states
