@@ -431,13 +431,19 @@ class Lease:
         self.cloud.sqs("change-message-visibility", "--receipt-handle", self.receipt,
                        "--visibility-timeout", str(seconds))
 
-    def delete(self) -> None:
+    def _stop_keeping(self) -> None:
         self._done.set()
+        # An extension still in flight must not land after the release and hide the run for 5 minutes.
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=120)
+
+    def delete(self) -> None:
+        self._stop_keeping()
         self.cloud.sqs("delete-message", "--receipt-handle", self.receipt)
 
     def release(self) -> None:
         """Visible again at once, so the next worker (or this one) takes the run up."""
-        self._done.set()
+        self._stop_keeping()
         self._visibility(0)
 
     def settle(self, action: str) -> None:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -428,3 +429,24 @@ def test_a_message_that_names_no_run_is_dropped(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(agent, "Lease", Lease)  # the real one would start a thread calling SQS
     assert worker.handle({"Body": "not json", "ReceiptHandle": "rh-1"}) is None
     assert deleted == ["rh-1"]
+
+
+def test_a_lease_extends_the_visibility_and_its_release_is_the_last_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    class SqsCloud:
+        def sqs(self, action: str, *args: str, timeout: float = 60) -> dict[str, Any]:
+            calls.append((action, *args))
+            return {}
+
+    monkeypatch.setattr(agent, "VISIBILITY_EVERY", 0.02)
+    lease = agent.Lease(SqsCloud(), "rh-1")
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lease.release()
+    count = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == count  # nothing after the release
+    assert calls[0] == ("change-message-visibility", "--receipt-handle", "rh-1", "--visibility-timeout", "300")
+    assert calls[-1] == ("change-message-visibility", "--receipt-handle", "rh-1", "--visibility-timeout", "0")
