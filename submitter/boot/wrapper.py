@@ -320,6 +320,7 @@ class Wrapper:
         """runs/RUN/logs/agent.log: earlier attempts' lines first, then this one's (uploaded at the end)."""
         path = self.work / "logs" / "agent.log"
         path.write_bytes(self.store.get_bytes(f"runs/{self.run_id}/logs/agent.log") or b"")
+        log.setLevel(logging.INFO)  # the run's log has the INFO lines whatever the root logger says
         self.handler = logging.FileHandler(path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s wrapper %(levelname)s %(message)s"))
         logging.getLogger().addHandler(self.handler)
