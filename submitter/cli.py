@@ -111,6 +111,8 @@ def submit(
     follow: bool = typer.Option(False, "--follow", help="Like --wait, and stream the logs."),
     submission: str = typer.Option(None, "--id", help="Re-use a submission id: retry a cut-short submit; "
                                    "nothing is created twice."),
+    backend: str = typer.Option(None, "--backend", help="pool (spot workers of your own) or batch (AWS Batch); "
+                                "default: each spec's resources.backend."),
 ) -> None:
     """Submit one or more job specs: build, push, stage, launch spot workers."""
     from submitter import plan as planning
@@ -134,7 +136,7 @@ def submit(
 
     aws = session.connect(settings)
     view = progress.for_stream(as_json=as_json)
-    submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission)
+    submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission, backend)
     summary = [{"submission_id": s.plan.submission_id, "job": s.plan.job, "image": s.image_uri,
                 "runs": [r.run_id for r in s.plan.runs], **s.image_facts} for s in submitted]
     if as_json and not (wait or follow):
@@ -406,6 +408,8 @@ def init(
                                  "key goes to $SUBMITTER_HOME/keys/NAME.pem (0600)."),
     expire_days: int = typer.Option(None, "--expire-days", help="Expire runs and submissions in the bucket after "
                                     "N days (default: keep)."),
+    batch: bool = typer.Option(False, "--batch", help="Also create the AWS Batch spot compute environments and job "
+                               "queues for `resources.backend: batch` (docs/batch.md)."),
 ) -> None:
     """Create the bucket, repository (and a key pair) this tool needs, and record them in .env. Idempotent."""
     from submitter import account
@@ -417,6 +421,7 @@ def init(
         click.echo(line)
     if not plan.changes and not plan.dotenv_changes():
         click.echo("nothing to do: everything exists as wanted")
+        _init_batch(settings, batch)
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -428,6 +433,17 @@ def init(
     account.apply_init(plan, click.echo)
     if plan.key_name:
         click.echo(f"instances get key pair {plan.key_name} (SUBMITTER_SSH_KEY); connect with `submitter ssh RUN`")
+    _init_batch(settings, batch)
+
+
+def _init_batch(settings: Settings, wanted: bool) -> None:
+    """`init --batch`: the AWS Batch compute environments and job queues (idempotent)."""
+    if not wanted:
+        return
+    from submitter import batch
+    from submitter.aws import session
+
+    batch.ensure_batch(session.connect(settings), settings, click.echo)
 
 
 @app.command()
