@@ -119,14 +119,11 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def env(request: pytest.FixtureRequest, registry_factory: Any) -> Env:
     try:
-        request.getfixturevalue("sandbox")
+        sandbox = request.getfixturevalue("sandbox")
     except pytest.FixtureLookupError:
         return Env(request.getfixturevalue("moto_endpoint"), registry_factory())
-    from submitter.sandbox import api
-    from submitter.settings import load
-
-    conn = api.connection(load({}, Path.cwd()).with_sandbox())
-    return Env(conn.endpoint_url, conn.registry)
+    # The session's sandbox lives in its own SUBMITTER_HOME: ask it, not a default-home Settings.
+    return Env(sandbox["endpoint_url"], sandbox["registry"])
 
 
 @pytest.fixture(scope="module")
