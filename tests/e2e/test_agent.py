@@ -126,7 +126,13 @@ def _boot_log(sandbox: Any, instance_id: str) -> str:
 
 
 def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image: str) -> None:
-    staged = Staged(sandbox, image, [dict(FAST), {**FAST, "FAIL_WITH": "3"}])
+    secret = "e2e-" + uuid.uuid4().hex
+    staged = Staged(sandbox, image, [dict(FAST), {**FAST, "FAIL_WITH": "3"}],
+                    command=["/bin/sh", "-c", 'echo "token length ${#E2E_TOKEN}"; exec python train.py'])
+    staged.doc["secrets"]["names"] = ["E2E_TOKEN"]
+    staged.put(f"submissions/{staged.submission}/submission.json", json.dumps(staged.doc).encode())
+    sandbox.client("ssm").put_parameter(Name=f"/submitter/{staged.submission}/E2E_TOKEN", Value=secret,
+                                        Type="SecureString")
     iid = staged.launch()
     try:
         sandbox.wait_state(iid, "terminated", timeout=420)
@@ -146,6 +152,10 @@ def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image
     container_log = staged.text(f"runs/{staged.run_ids[0]}/logs/container.log") or ""
     chunks = "".join(staged.text(k) or "" for k in sorted(staged.keys(f"runs/{staged.run_ids[0]}/logs/chunks/")))
     assert container_log and chunks == container_log
+    assert f"token length {len(secret)}" in container_log  # the secret reached the container...
+    for run_id in staged.run_ids:  # ...and no log holds it
+        assert secret not in (staged.text(f"runs/{run_id}/logs/agent.log") or "")
+    assert secret not in _boot_log(sandbox, iid)
     report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{iid}.json") or "{}")
     assert report["state"] == "drained" and [r["state"] for r in report["runs"]] == ["succeeded", "failed"]
     assert staged.visible_messages() == 0
@@ -184,3 +194,21 @@ def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox
     assert "spot interruption notice" in agent_log and "checkpoints restored: 1 file(s)" in agent_log
     report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{first}.json") or "{}")
     assert report["state"] == "interrupted", report
+
+
+def test_a_refused_image_pull_fails_every_run_with_the_reason(sandbox: Any, image: str) -> None:
+    missing = image.split("@", 1)[0] + "@sha256:" + "0" * 64
+    staged = Staged(sandbox, missing, [dict(FAST), dict(FAST)])
+    iid = staged.launch()
+    try:
+        sandbox.wait_state(iid, "terminated", timeout=300)
+    finally:
+        print(_boot_log(sandbox, iid))
+    for run_id in staged.run_ids:
+        status = staged.status(run_id)
+        assert status["state"] == "failed" and status["reason"].startswith("image pull refused: "), status
+        assert "manifest unknown" in status["reason"] and status["instance_id"] == iid
+    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{iid}.json") or "{}")
+    assert report["state"] == "boot-failed" and report["reason"].startswith("image pull refused: ")
+    assert staged.visible_messages() == 0
+    assert "agent exited with 1" in _boot_log(sandbox, iid)

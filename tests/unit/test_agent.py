@@ -450,3 +450,11 @@ def test_a_lease_extends_the_visibility_and_its_release_is_the_last_word(monkeyp
     assert len(calls) == count  # nothing after the release
     assert calls[0] == ("change-message-visibility", "--receipt-handle", "rh-1", "--visibility-timeout", "300")
     assert calls[-1] == ("change-message-visibility", "--receipt-handle", "rh-1", "--visibility-timeout", "0")
+
+
+def test_a_missing_data_volume_is_a_boot_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(agent, "DEVICES", (str(tmp_path / "sdf"), str(tmp_path / "xvdf")))
+    monkeypatch.setattr(agent, "DEVICE_WAIT", 0.1)
+    monkeypatch.setattr(agent, "WORK_BASE", tmp_path / "work")
+    with pytest.raises(agent.BootError, match=r"^data volume .*/sdf did not mount: no .*/sdf or .*/xvdf after 0 s$"):
+        agent.prepare_volume("i-1")
