@@ -729,12 +729,13 @@ class Agent:
             (state.dir / sub).chmod(0o777)  # the container's user need not be root
         self.attach_log(state)
         rearm_deadman(deadman_minutes(self.sub.get("max_runtime"), int(self.sub.get("deadman_minutes") or 60)))
+        previous = state.status.get("instance_id")
         identity = {**self.identity, "price": self.price}
         state.status, lost = begin_attempt(state.status, identity, iso())
         state.base_cost = float(state.status.get("cost") or 0.0)
         if lost:
             log.warning("the previous attempt (on %s) ended without a report: counted as an interruption",
-                        state.status.get("instance_id"))
+                        previous)
             given_up = interruption_reason(int(state.status["interruptions"]),
                                            int(self.retries().get("on_interruption", 0)))
             if given_up:
@@ -889,6 +890,7 @@ class Agent:
                 last_sync = now
                 sync = threading.Thread(target=self.sync_checkpoints, args=(state,), daemon=True)
                 sync.start()
+                state.extra["sync"] = sync
 
     def check(self, state: RunState, tick: int, max_runtime: Any, max_cost: Any) -> Ending | None:
         """Why to stop now (spot notice, host shutdown, cancel, a limit), or None."""
@@ -961,6 +963,9 @@ class Agent:
                 self.cloud.uri("runs", state.run_id, "outputs"), timeout=None)))
         if self.sub.get("checkpoints"):
             steps.append(("checkpoints", lambda: self.sync_checkpoints(state)))
+        periodic = state.extra.get("sync")
+        if periodic is not None:
+            periodic.join(timeout=SYNC_TIMEOUT)  # the final sync must not race the last periodic one
         for what, step in steps:
             try:
                 step()
