@@ -77,7 +77,7 @@ class InitPlan:
 
     @property
     def changes(self) -> list[Step]:
-        return [s for s in self.steps if s.action != "ok"]
+        return [s for s in self.steps if s.action not in ("ok", "skip")]
 
     def dotenv_changes(self) -> dict[str, str]:
         if self.dotenv_path is None:
@@ -114,7 +114,7 @@ def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = No
     account = account_id(aws)
     region = aws.region
     bucket = settings.bucket or f"submitter-{account}-{region}"
-    steps = _bucket_steps(aws, bucket, region, settings.prefix, expire_days)
+    steps = _bucket_steps(aws, bucket, region, settings.prefix, expire_days, tls_only=not settings.sandbox)
     steps.append(_repository_step(aws, settings.ecr_repository))
     path = None
     if key_name:
@@ -134,7 +134,8 @@ def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = No
                     None if settings.sandbox else cwd / ".env", per_submission)
 
 
-def _bucket_steps(aws: Aws, bucket: str, region: str, prefix: str, expire_days: int | None) -> list[Step]:
+def _bucket_steps(aws: Aws, bucket: str, region: str, prefix: str, expire_days: int | None,
+                  tls_only: bool = True) -> list[Step]:
     s3 = aws.client("s3")
     state = s3_api.bucket_state(s3, bucket)
     if state == "foreign":
@@ -158,6 +159,10 @@ def _bucket_steps(aws: Aws, bucket: str, region: str, prefix: str, expire_days: 
          lambda: s3_api.lifecycle(s3, bucket), wanted_rules,
          lambda: s3_api.put_lifecycle(s3, bucket, wanted_rules)),
     ]
+    if not tls_only:  # the sandbox's API is plain HTTP on loopback: a TLS-only policy would refuse everything
+        checks = [c for c in checks if not c[0].startswith("policy")]
+        steps.append(Step("  bucket setting", "policy: deny requests without TLS", "skip",
+                          "sandbox: its API is plain HTTP on loopback"))
     for label, read, wanted, apply in checks:
         current = read() if exists else None
         same = current is not None and _same(current, wanted)
@@ -248,7 +253,7 @@ def apply_init(plan: InitPlan, say: Callable[[str], None]) -> list[str]:
 def render_plan(plan: InitPlan) -> list[str]:
     lines = [f"account {plan.account}, region {plan.region}"]
     for step in plan.steps:
-        mark = {"ok": "exists", "create": "create", "set": "set"}[step.action]
+        mark = {"ok": "exists", "create": "create", "set": "set", "skip": "skip"}[step.action]
         detail = f" ({step.detail})" if step.detail else ""
         lines.append(f"  {mark:7} {step.kind} {step.name}{detail}")
     lines.append("  per submission, created by `submit` and removed when it drains (not by init):")

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from submitter import settings as settings_mod
-from submitter.errors import NotBuiltYet, SubmitterError
+from submitter.errors import SubmitterError
 from submitter.settings import Settings
 
 GLOBAL_FLAGS = ("--sandbox", "--debug")
@@ -111,6 +111,8 @@ def submit(
     follow: bool = typer.Option(False, "--follow", help="Like --wait, and stream the logs."),
     submission: str = typer.Option(None, "--id", help="Re-use a submission id: retry a cut-short submit; "
                                    "nothing is created twice."),
+    ssh_key: str = typer.Option(None, "--ssh-key", help="EC2 key pair for the instances, so `ssh`/`notebook` can "
+                                "log in (default SUBMITTER_SSH_KEY; none: no key)."),
     backend: str = typer.Option(None, "--backend", help="pool (spot workers of your own) or batch (AWS Batch); "
                                 "default: each spec's resources.backend."),
 ) -> None:
@@ -120,6 +122,10 @@ def submit(
     from submitter.aws import session
 
     settings = session.resolve(_settings(ctx))
+    if ssh_key:
+        from dataclasses import replace
+
+        settings = replace(settings, ssh_key=ssh_key)
     specs = spec_mod.load_many(files)
     if dry_run:
         plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings), submission=submission)
@@ -383,21 +389,48 @@ def gc(
 
 @app.command()
 def ssh(
+    ctx: typer.Context,
     run: str = typer.Argument(..., help="RUN id."),
     command: list[str] = typer.Argument(None, help="Command to run instead of a shell (after --)."),
     cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Open a shell (or run a command) on a run's instance; port 22 opens for your /32 only, then closes."""
-    raise NotBuiltYet("ssh", 8)
+    from submitter import access
+    from submitter.aws import session
+
+    settings = session.resolve(_settings(ctx))
+    code = access.ssh(session.connect(settings), settings, run, command or [], cidr, _say)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def notebook(
-    target: str = typer.Argument(..., help="SPEC file or RUN id."),
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="SPEC file (submitted first) or RUN id."),
     port: int = typer.Option(8888, "--port", help="Port in the job container to forward."),
+    local_port: int = typer.Option(None, "--local-port", help="Port on localhost; default the same (or a free one)."),
+    command: str = typer.Option(None, "--command", help="Server to start in the container instead of Jupyter, "
+                                "e.g. 'tensorboard --logdir /outputs --bind_all --port 6006'."),
+    no_start: bool = typer.Option(False, "--no-start", help="Start nothing: forward a port the job already serves."),
+    cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Run Jupyter (or forward any port) in the job container and open it on localhost."""
-    raise NotBuiltYet("notebook", 8)
+    from submitter import access
+    from submitter.aws import session
+
+    settings = session.resolve(_settings(ctx))
+    aws = session.connect(settings)
+    run = target
+    if Path(target).is_file():
+        run = access.submit_for_notebook(aws, settings, Path(target), os.environ, Path.cwd(), _say)
+
+    def ready(nb: Any) -> None:
+        click.echo(f"open {nb.url}")
+        sys.stdout.flush()
+        _say(f"forwarding localhost:{nb.local_port} -> {nb.remote[0]}:{nb.remote[1]} in {run}; Ctrl-C to stop")
+
+    access.notebook(aws, settings, run, port, local_port, command, not no_start, cidr, _say, ready)
 
 
 @app.command()

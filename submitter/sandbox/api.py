@@ -310,6 +310,7 @@ def status(settings: Settings) -> dict[str, Any]:
                     "volumes": [{"device": v["as"], "loop": v["device"]} for v in record.get("loops", [])]
                     if running_host else [],
                     "boot_log": str(paths.instance(iid) / "log" / "cloud-init-output.log"),
+                    "ssh": _ssh_public(record) if running_host else None,
                 })
     return {**public, "up": True, "instances": instances}
 
@@ -341,3 +342,17 @@ def interrupt(settings: Settings, instance_id: str, notice_seconds: float) -> di
         raise SandboxError(where, f"the sandbox daemon answered {code or 'nothing'}",
                            f"see {_paths(settings).daemon_log}")
     return body
+
+
+def _ssh_public(record: dict[str, Any]) -> dict[str, Any] | None:
+    ssh = record.get("ssh")
+    return {k: ssh[k] for k in ("host", "port", "user")} if ssh else None
+
+
+def ssh_endpoint(settings: Settings, instance_id: str) -> dict[str, Any] | None:
+    """Where the instance's (emulated) port 22 listens: {host, port, user}; None without a key pair or host."""
+    _running_state(settings, f"ssh {instance_id}")
+    record = st.read_json(_paths(settings).instance(instance_id) / "instance.json") or {}
+    if "ended_at" in record:
+        return None
+    return _ssh_public(record)

@@ -129,6 +129,9 @@ def main(argv: list[str]) -> int:
     endpoint = f"http://127.0.0.1:{ports['moto']}"
     install_price_table()
     fidelity.install()  # spot groups launch the way EC2 does (type, AZ, IMDS options, AMI)
+    from submitter.sandbox import sshd
+
+    sshd.install_console_output()  # instances launched with a key pair show their SSH host keys there
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["moto"], verbose=False)
     moto.start()
     session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,

@@ -198,7 +198,22 @@ class Runner:
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
             },
         )
+        self._start_ssh(inst, template, directory, record, host.container)
         return host
+
+    def _start_ssh(self, inst: dict[str, Any], template: dict[str, Any], directory: Path, record: dict[str, Any],
+                   container: str) -> None:
+        """With a key pair, the instance accepts SSH behind its security group (sshd.py); never fatal to boot."""
+        from submitter.sandbox import sshd
+
+        try:
+            access = sshd.start(self.clients, inst, template, directory, container)
+        except Exception:
+            log.exception("%s: could not start its sshd: no SSH access to this instance", inst["InstanceId"])
+            return
+        if access is not None:
+            record["ssh"] = access.record()
+            st.write_json(directory / "instance.json", record)
 
     def _template_data(self, inst: dict[str, Any]) -> dict[str, Any]:
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
@@ -276,6 +291,9 @@ def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.P
     """
     import docker.errors
 
+    from submitter.sandbox import sshd
+
+    sshd.stop(iid, record)
     work = st.WORK_ROOT / iid
     # The job containers the boot script started on the real engine: they bind paths under the work root.
     jobs = []

@@ -25,14 +25,11 @@ def test_help_lists_every_command() -> None:
         assert f"  {name} " in result.output
 
 
-@pytest.mark.parametrize(("argv", "issue"), [
-    (["ssh", "r"], 8), (["notebook", "r"], 8),
-])
-def test_commands_not_built_yet_exit_1_and_say_so(argv: list[str], issue: int) -> None:
+@pytest.mark.parametrize("argv", [["ssh", "r", "--cidr", "0.0.0.0/0"], ["notebook", "r", "--cidr", "10.0.0.0/8"]])
+def test_access_never_opens_port_22_wider_than_one_site(argv: list[str]) -> None:
     result = CliRunner().invoke(app, argv)
-    assert result.exit_code == 1
-    assert "this command is not built yet" in result.output
-    assert f"issue #{issue}" in result.output
+    assert result.exit_code == 2, result.output
+    assert "--cidr" in result.output and "wider than one site" in result.output
 
 
 def test_global_flags_work_after_the_command() -> None:
