@@ -187,3 +187,20 @@ def test_quota_families() -> None:
     assert account.quota_family("p3.2xlarge") == "p"
     assert account.quota_family("inf2.xlarge") == "inf"
     assert os.sep  # keep the import used on every platform
+
+
+def test_doctor_command_prints_ok_or_the_fix_per_check(aws: Aws, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUBMITTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SUBMITTER_REGION", REGION)
+    monkeypatch.setenv("SUBMITTER_BUCKET", "fdoctor-missing")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("ok   credentials: arn:aws") for line in lines)
+    assert any(line.startswith("FAIL bucket: fdoctor-missing does not exist") for line in lines)
+    assert any(line.startswith("FAIL docker engine") for line in lines)
+    fails = [i for i, line in enumerate(lines) if line.startswith("FAIL")]
+    assert all(lines[i + 1].startswith("     fix: ") for i in fails), result.output
