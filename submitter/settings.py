@@ -28,7 +28,7 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_SANDBOX", "0", "1: every command talks to the local sandbox instead of AWS"),
     ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
     ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
-    ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environment's maximum vCPUs (`init --batch`)"),
+    ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environments' maximum vCPUs"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
