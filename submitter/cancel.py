@@ -120,21 +120,18 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
     removed: list[str] = []
     if target.whole or not remaining:
         say(f"{sub}: removing the group and its instances")
-        removed = capacity.remove(aws, Names.of(sub), sub)
+        names = Names.of(sub)
+        if asg_api.delete_group(autoscaling, names.group):
+            removed.append(f"group {names.group}")
+        # Terminated directly too: instances protected from scale-in above may outlive a group delete (moto,
+        # the sandbox's API, keeps them), and an instance outside the group must not stay either.
         leftover = [i["InstanceId"] for i in capacity.live_instances(aws, sub)]
-        if leftover:  # e.g. an instance outside the group: the cancel must not leave one alive
-            ec2_api.terminate(aws.client("ec2"), leftover)
-            _wait_gone(aws, sub, wait_s=120, poll_s=poll_s)
-            removed += [f"instance {i}" for i in leftover]
+        ec2_api.terminate(aws.client("ec2"), leftover)
+        removed += [f"instance {i}" for i in leftover]
+        removed += capacity.remove(aws, names, sub)
     elif forced:
         instances = {str(st.get("instance_id")) for st in states if st["run_id"] in forced and st.get("instance_id")}
         ec2_api.terminate(aws.client("ec2"), sorted(instances))
         removed += [f"instance {i}" for i in sorted(instances)]
     return {"submission": sub, "runs": tracking.statuses(s3, where, target.run_ids), "removed": removed,
             "forced": forced}
-
-
-def _wait_gone(aws: Aws, sub: str, wait_s: float, poll_s: float) -> None:
-    deadline = time.monotonic() + wait_s
-    while capacity.live_instances(aws, sub) and time.monotonic() < deadline:
-        time.sleep(poll_s)

@@ -141,21 +141,25 @@ def remove(aws: Aws, orphans: list[Orphan], say: Callable[[str], None], wait_s: 
     removed: list[Orphan] = []
     ec2 = aws.client("ec2")
     by_kind = {k: [o for o in orphans if o.kind == k] for k in ORDER}
-    ec2_api.terminate(ec2, [o.id for o in by_kind["instance"]])
-    removed += by_kind["instance"]
+    alive = ["pending", "running", "stopping", "shutting-down"]
+    groups = [o.id for o in by_kind["group"]]
+    members = [i["InstanceId"] for i in ec2_api.instances(ec2, [
+        {"Name": "tag:aws:autoscaling:groupName", "Values": groups},
+        {"Name": "instance-state-name", "Values": alive}])] if groups else []
     for o in by_kind["group"]:
         if asg_api.delete_group(aws.client("autoscaling"), o.id):
             removed.append(o)
         else:
             say(f"group {o.id}: could not be deleted; run gc again")
-    # Templates, roles and security groups are in use until the instances are gone.
-    subs = {o.submission for o in by_kind["instance"] + by_kind["group"]}
+    # A group's instances are terminated directly as well: one protected from scale-in may outlive the group
+    # delete (moto does that), and templates, roles and security groups stay in use until they are gone.
+    waiting = [o.id for o in by_kind["instance"]] + members
+    ec2_api.terminate(ec2, waiting)
+    removed += by_kind["instance"]
     deadline = time.monotonic() + wait_s
-    while subs and time.monotonic() < deadline:
-        alive = ec2_api.instances(ec2, [{"Name": "tag:" + TAG, "Values": sorted(subs)},
-                                        {"Name": "instance-state-name",
-                                         "Values": ["pending", "running", "stopping", "shutting-down"]}])
-        if not alive:
+    while waiting and time.monotonic() < deadline:
+        if not ec2_api.instances(ec2, [{"Name": "instance-id", "Values": waiting},
+                                       {"Name": "instance-state-name", "Values": alive}]):
             break
         time.sleep(poll_s)
     deletes: dict[str, Callable[[Orphan], bool]] = {

@@ -1,0 +1,241 @@
+"""cancel and gc against moto in-process, on submissions made by the real submit pipeline (a prebuilt image, so
+no engine). An "agent" thread stands in for the instances where a test needs one to answer a cancel marker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from typer.testing import CliRunner
+
+from submitter import cancel as cancel_mod
+from submitter import execute, gc, tracking
+from submitter.aws.s3 import S3
+from submitter.aws.session import Aws
+from submitter.cli import app
+from submitter.errors import UsageError
+from submitter.progress import NullProgress
+from submitter.settings import Settings
+from submitter.spec import load
+
+REGION = "us-east-1"
+BUCKET = "fcancel"
+WHERE = tracking.Where(BUCKET, "p")
+SPEC = """\
+name: {name}
+image: {{uri: {uri}}}
+command: [python, train.py]
+resources: {{instance_types: [c5.large], volume_gb: 8}}
+limits: {{max_runtime: 20m}}
+sweep: {{LR: [0.1, 0.05, 0.01]}}
+queue: {{max_workers: 2}}
+"""
+
+
+@pytest.fixture()
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Aws, str]]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SUBMITTER_SANDBOX"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("SUBMITTER_BUCKET", BUCKET), ("SUBMITTER_PREFIX", "p"), ("SUBMITTER_REGION", REGION),
+                        ("SUBMITTER_HOME", str(tmp_path / "home"))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        session.client("s3").create_bucket(Bucket=BUCKET)
+        ecr = session.client("ecr")
+        uri = ecr.create_repository(repositoryName="train")["repository"]["repositoryUri"]
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                          "size": 1, "digest": "sha256:" + "0" * 64}, "layers": []})
+        ecr.put_image(repositoryName="train", imageManifest=manifest, imageTag="v1")
+        yield Aws(session, REGION), f"{uri}:v1"
+
+
+def _submit(aws: tuple[Aws, str], tmp_path: Path, name: str) -> execute.Submitted:
+    session, uri = aws
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SPEC.format(name=name, uri=uri))
+    settings = Settings(bucket=BUCKET, region=REGION, prefix="p")
+    (sub,) = execute.submit(session, settings, [load(spec)], {}, tmp_path, NullProgress(), engine=_no_engine)
+    return sub
+
+
+def _no_engine() -> Any:
+    raise AssertionError("a prebuilt image needs no docker engine")
+
+
+def _s3(aws: tuple[Aws, str]) -> S3:
+    return S3(aws[0].client("s3"), BUCKET)
+
+
+def _live(aws: tuple[Aws, str], submission: str) -> list[str]:
+    from submitter import capacity
+
+    return [i["InstanceId"] for i in capacity.live_instances(aws[0], submission)]
+
+
+def _group(aws: tuple[Aws, str], name: str) -> dict[str, Any] | None:
+    found = aws[0].client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return found["AutoScalingGroups"][0] if found["AutoScalingGroups"] else None
+
+
+class FakeAgent(threading.Thread):
+    """Holds one run `running` on an instance; when a cancel marker appears, uploads an output and reports
+    `cancelled`, as boot/agent.py does (stop the container, upload outputs, write status)."""
+
+    def __init__(self, s3: S3, run_id: str, submission: str, instance_id: str) -> None:
+        super().__init__(daemon=True)
+        self.s3, self.run_id, self.submission = s3, run_id, submission
+        self.s3.put_json(WHERE.run(run_id) + "status.json", {
+            "run_id": run_id, "submission_id": submission, "state": "running", "instance_id": instance_id,
+            "started_at": "2026-11-26T07:00:00Z"})
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.s3.exists(WHERE.run(self.run_id) + "cancel") or self.s3.exists(
+                    WHERE.submission(self.submission) + "cancel"):
+                status = self.s3.get_json(WHERE.run(self.run_id) + "status.json")
+                self.s3.put_bytes(WHERE.run(self.run_id) + "outputs/partial.txt", b"so far")
+                self.s3.put_json(WHERE.run(self.run_id) + "status.json",
+                                 {**status, "state": "cancelled", "reason": "cancelled"})
+                return
+            time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------------------------- cancel
+
+
+def test_cancelling_a_submission_drops_queued_runs_stops_the_running_one_and_leaves_nothing(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    sub = _submit(aws, tmp_path, "fcan")
+    s3 = _s3(aws)
+    sid = sub.plan.submission_id
+    ids = [r.run_id for r in sub.plan.runs]
+    group = _group(aws, sub.plan.names.group)
+    assert group and len(group["Instances"]) == 2
+    agent = FakeAgent(s3, ids[0], sid, group["Instances"][0]["InstanceId"])
+    agent.start()
+    said: list[str] = []
+    scope = cancel_mod.scope(s3, WHERE, sid)
+    assert scope.whole and scope.run_ids == ids
+    result = cancel_mod.cancel(aws[0], s3, WHERE, scope, said.append, wait_s=30, poll_s=0.2)
+    agent.stop.set()
+
+    states = {st["run_id"]: st for st in result["runs"]}
+    assert all(st["state"] == "cancelled" for st in states.values())
+    assert states[ids[1]]["reason"] == "cancelled before it started"
+    assert states[ids[0]]["reason"] == "cancelled" and not result["forced"]
+    assert s3.exists(WHERE.run(ids[0]) + "outputs/partial.txt"), "the running run's outputs came first"
+    assert s3.exists(WHERE.submission(sid) + "cancel")
+    assert _live(aws, sid) == [], "no instance alive"
+    assert _group(aws, sub.plan.names.group) is None
+    assert any("queue" in r for r in result["removed"]) and any("role" in r for r in result["removed"])
+    assert any("set to 0 worker(s)" in line for line in said)
+
+
+def test_cancelling_one_run_keeps_the_workers_for_the_others(aws: tuple[Aws, str], tmp_path: Path) -> None:
+    sub = _submit(aws, tmp_path, "fone")
+    s3 = _s3(aws)
+    sid, ids = sub.plan.submission_id, [r.run_id for r in sub.plan.runs]
+    result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, ids[2]), lambda _: None,
+                               wait_s=5, poll_s=0.2)
+    assert [st["state"] for st in result["runs"]] == ["cancelled"]
+    assert s3.exists(WHERE.run(ids[2]) + "cancel") and not s3.exists(WHERE.submission(sid) + "cancel")
+    assert [st["state"] for st in tracking.statuses(s3, WHERE, ids[:2])] == ["queued", "queued"]
+    group = _group(aws, sub.plan.names.group)
+    assert group and group["DesiredCapacity"] == 2 and len(_live(aws, sid)) == 2
+    assert result["removed"] == []
+
+
+def test_a_run_whose_worker_never_answers_is_cancelled_and_its_instance_terminated(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    sub = _submit(aws, tmp_path, "fmute")
+    s3 = _s3(aws)
+    sid, ids = sub.plan.submission_id, [r.run_id for r in sub.plan.runs]
+    group = _group(aws, sub.plan.names.group)
+    assert group
+    FakeAgent(s3, ids[0], sid, group["Instances"][0]["InstanceId"])  # running, but never started: mute
+    result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, sid), lambda _: None,
+                               wait_s=1, poll_s=0.2)
+    assert result["forced"] == [ids[0]]
+    assert "no confirmation from its worker" in result["runs"][0]["reason"]
+    assert _live(aws, sid) == []
+
+
+def test_cancel_names_a_run_or_a_submission_and_the_cli_asks_first(aws: tuple[Aws, str], tmp_path: Path) -> None:
+    sub = _submit(aws, tmp_path, "fcli")
+    with pytest.raises(UsageError, match="RUN or SUBMISSION"):
+        cancel_mod.scope(_s3(aws), WHERE, "fcli")  # a job name is refused
+    result = CliRunner().invoke(app, ["cancel", sub.plan.submission_id])
+    assert result.exit_code == 2 and "no terminal" in result.output
+    result = CliRunner().invoke(app, ["cancel", sub.plan.submission_id, "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {st["state"] for st in json.loads(result.stdout)["runs"]} == {"cancelled"}
+    assert _live(aws, sub.plan.submission_id) == []
+
+
+# ---------------------------------------------------------------------------------------------- gc
+
+
+def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws, str], tmp_path: Path) -> None:
+    session = aws[0]
+    ec2 = session.client("ec2")
+    s3 = _s3(aws)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def launch(tags: dict[str, str] | None) -> str:
+        spec = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+        return str(ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="c5.large",
+                                     TagSpecifications=spec)["Instances"][0]["InstanceId"])
+
+    def volume(tags: dict[str, str] | None) -> str:
+        spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+        return str(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, TagSpecifications=spec)["VolumeId"])
+
+    stale = {"submitter:submission": "old-20200101-000000-aaaaaa", "submitter:deadline": "2020-01-01T00:30:00Z"}
+    untagged_instance, untagged_volume = launch(None), volume(None)
+    other_tags = launch({"Name": "not ours", "submitter:deadline": "2020-01-01T00:00:00Z"})  # no submission tag
+    orphan_instance, orphan_volume = launch(stale), volume(stale)
+    fresh_instance = launch({**stale, "submitter:deadline": "2099-01-01T00:00:00Z"})
+
+    done = _submit(aws, tmp_path, "fdone")  # every run finished, but no one removed its resources
+    for run in done.plan.runs:
+        s3.put_json(WHERE.run(run.run_id) + "status.json", {"run_id": run.run_id, "state": "succeeded"})
+    live = _submit(aws, tmp_path, "flive")  # still has queued runs: untouchable
+
+    orphans = gc.find(session, s3, WHERE)
+    got = {(o.kind, o.id) for o in orphans}
+    names = done.plan.names
+    assert ("instance", orphan_instance) in got and ("volume", orphan_volume) in got
+    assert {("group", names.group), ("launch-template", names.launch_template), ("queue", names.queue),
+            ("queue", names.dead_letter_queue), ("role", names.role)} <= got
+    assert any(o.kind == "security-group" and o.submission == done.plan.submission_id for o in orphans)
+    assert not {o for o in orphans if o.submission == live.plan.submission_id}
+    for untouchable in (untagged_instance, untagged_volume, other_tags, fresh_instance):
+        assert untouchable not in {o.id for o in orphans}
+
+    result = CliRunner().invoke(app, ["gc", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["removed"]) == len(orphans)
+
+    def state(iid: str) -> str:
+        return str(ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+    assert state(orphan_instance) in ("shutting-down", "terminated")
+    for iid in (untagged_instance, other_tags, fresh_instance):
+        assert state(iid) == "running", iid
+    volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert untagged_volume in volumes and orphan_volume not in volumes
+    assert _group(aws, names.group) is None and _group(aws, live.plan.names.group) is not None
+    assert session.client("sqs").get_queue_url(QueueName=live.plan.names.queue)
+    assert gc.find(session, s3, WHERE) == [], "a second gc finds nothing"
