@@ -212,3 +212,28 @@ def test_a_refused_image_pull_fails_every_run_with_the_reason(sandbox: Any, imag
     assert report["state"] == "boot-failed" and report["reason"].startswith("image pull refused: ")
     assert staged.visible_messages() == 0
     assert "agent exited with 1" in _boot_log(sandbox, iid)
+
+
+def test_cancel_retry_on_failure_and_max_runtime(sandbox: Any, image: str) -> None:
+    slow = {"EPOCHS": "30", "SAMPLES": "300", "EPOCH_SECONDS": "3"}
+    staged = Staged(sandbox, image, [slow, {**FAST, "FAIL_WITH": "4"}, slow], max_runtime=25,
+                    retries={"on_interruption": 2, "on_failure": 1})
+    cancelled, flaky, too_long = staged.run_ids
+    iid = staged.launch()
+    try:
+        sandbox.wait_for(lambda: staged.status(cancelled).get("state") == "running", 240, "the first run to start")
+        staged.put(f"runs/{cancelled}/cancel", b"")
+        sandbox.wait_state(iid, "terminated", timeout=420)
+    finally:
+        print(_boot_log(sandbox, iid))
+    status = staged.status(cancelled)
+    assert status["state"] == "cancelled" and status["exit_code"] == 143, status
+    status = staged.status(flaky)
+    assert status["state"] == "failed" and status["reason"] == "exit code 4", status
+    assert status["attempt"] == 2 and status["failures"] == 1, status
+    status = staged.status(too_long)
+    assert status["state"] == "failed" and status["reason"] == "max_runtime 25s reached", status
+    for run_id in staged.run_ids:  # whatever the ending, the outputs and logs are kept
+        keys = staged.keys(f"runs/{run_id}/")
+        assert f"runs/{run_id}/outputs/metrics.json" in keys and f"runs/{run_id}/logs/container.log" in keys
+    assert staged.visible_messages() == 0
