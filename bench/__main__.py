@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-BENCHMARKS = ["cli_start"]
+BENCHMARKS = ["cli_start", "status"]
 
 
 def _machine() -> str:

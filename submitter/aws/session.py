@@ -27,7 +27,9 @@ class Aws:
         if service not in self._clients:
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, user_agent_extra="submitter")
+            # 32 connections: status and results read S3 from that many threads (S3 has no batch get).
+            config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, user_agent_extra="submitter",
+                            max_pool_connections=32)
             self._clients[service] = self.session.client(
                 service, region_name=self.region, endpoint_url=self.endpoint_url, config=config
             )
