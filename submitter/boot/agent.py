@@ -38,6 +38,7 @@ RECEIVE_WAIT = 20
 EMPTY_RECEIVES_TO_EXIT = 2
 VISIBILITY = 300  # seconds a received run stays hidden from other workers; extended while it is ours
 VISIBILITY_EVERY = 60.0
+EXIT_INTERRUPTED = 75  # boot.sh: power off but stay counted in the group, so a replacement comes
 TICK = 5.0  # spot notice, cancel, log chunks and limits are looked at this often
 HEARTBEAT_EVERY = 15.0
 CHECKPOINT_EVERY = 60.0
@@ -633,9 +634,9 @@ class Agent:
             ending = self.handle(messages[0])
             if ending is not None and ending.kind in ("spot", "host"):
                 self.report("interrupted", ending.reason)
-                if ending.kind == "spot":
-                    self.await_reclaim()
-                return 0
+                # The boot script powers off without leaving the group: the group replaces this worker,
+                # and the replacement resumes the run just put back on the queue.
+                return EXIT_INTERRUPTED
         if self.boot_error:
             self.report("boot-failed", self.boot_error)
             return 1
@@ -683,14 +684,6 @@ class Agent:
                                 f"{self.args.instance_id}.json")
         except CommandError as exc:
             log.error("could not write the instance report: %s", exc)
-
-    def await_reclaim(self) -> None:
-        """Stay up until EC2 takes the host back: exiting now would make the boot script leave the group
-        with a decrement, and the run just put back would wait for a worker that is never launched."""
-        log.info("spot notice: no more work on this host; waiting for the reclaim")
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not self.host_stopping:
-            time.sleep(2)
 
     # -------------------------------------------------------------------------------- one message
 

@@ -58,6 +58,10 @@ python3 /opt/submitter/agent.py --submission "$SUBMISSION" --bucket "$BUCKET" --
   --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION"
 status=$?
 echo "agent exited with $status"
-aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
-  --should-decrement-desired-capacity >/dev/null 2>&1 || true
+# 75: a spot notice came and the run went back to the queue. Power off but stay counted in the group,
+# so the group starts a replacement that resumes it. Otherwise the work is done: leave the group for good.
+if [ "$status" -ne 75 ]; then
+  aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
+    --should-decrement-desired-capacity >/dev/null 2>&1 || true
+fi
 shutdown -h now

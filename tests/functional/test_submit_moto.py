@@ -194,7 +194,7 @@ def test_status_and_results_read_s3_only(aws_env, project: Path, tmp_path: Path)
     assert tracking.resolve(s3, where, sub.plan.submission_id) == [r.run_id for r in sub.plan.runs]
     assert tracking.resolve(s3, where, run) == [run]
     assert {st["state"] for st in tracking.statuses(s3, where, [run])} == {"queued"}
-    (root,) = tracking.download_results(s3, where, [run], tmp_path / "out")
+    (root,) = tracking.download_results(s3, where, [run], tmp_path / "out").roots
     assert (root / "metrics.json").read_text() == '{"acc": 0.9}' and (root / "sub" / "model.json").exists()
     with pytest.raises(UsageError, match="no run, submission or job of that name"):
         tracking.resolve(s3, where, "nothing-here")
