@@ -49,24 +49,26 @@ def _api() -> Iterator[dict[str, str]]:
         return
     except Exception:  # no sandbox up for these settings: use a moto server
         pass
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # Its own process, as in the sandbox (the daemon): a server sharing this process's GIL would slow both.
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_REGION": "us-east-1",
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                "SUBMITTER_BUCKET": "bench-status", "via": "a moto server (the sandbox's API) of its own"}
         yield env
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _client(env: dict[str, str], service: str = "s3") -> Any:
