@@ -104,7 +104,7 @@ class FakeAgent(threading.Thread):
         while not self.stop.is_set():
             if self.s3.exists(WHERE.run(self.run_id) + "cancel") or self.s3.exists(
                     WHERE.submission(self.submission) + "cancel"):
-                status = self.s3.get_json(WHERE.run(self.run_id) + "status.json")
+                status = self.s3.get_json(WHERE.run(self.run_id) + "status.json") or {}
                 self.s3.put_bytes(WHERE.run(self.run_id) + "outputs/partial.txt", b"so far")
                 self.s3.put_json(WHERE.run(self.run_id) + "status.json",
                                  {**status, "state": "cancelled", "reason": "cancelled"})
