@@ -73,6 +73,17 @@ class S3:
         with translate("s3", "GetObject"):
             self.client.download_file(self.bucket, key, path)
 
+    def append_range(self, key: str, path: str, start: int, on_bytes: Callable[[int], None] | None = None) -> None:
+        """Append the object's bytes from offset `start` to the file at `path` (resumes a partial download)."""
+        with translate("s3", "GetObject"):
+            extra = {"Range": f"bytes={start}-"} if start else {}
+            body = self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
+            with open(path, "ab" if start else "wb") as sink:
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    sink.write(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+
 
 # ------------------------------------------------------------------------------------------ the bucket itself
 # Used by `submitter init`: each reader returns the setting as S3 reports it (None: not set), so the caller
@@ -164,14 +175,3 @@ def put_policy(client: Any, bucket: str, document: dict[str, Any]) -> None:
 
     with translate("s3", "PutBucketPolicy"):
         client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(document))
-
-    def append_range(self, key: str, path: str, start: int, on_bytes: Callable[[int], None] | None = None) -> None:
-        """Append the object's bytes from offset `start` to the file at `path` (resumes a partial download)."""
-        with translate("s3", "GetObject"):
-            extra = {"Range": f"bytes={start}-"} if start else {}
-            body = self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
-            with open(path, "ab" if start else "wb") as sink:
-                for chunk in iter(lambda: body.read(1 << 20), b""):
-                    sink.write(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
