@@ -641,7 +641,10 @@ class Agent:
             self.report("boot-failed", self.boot_error)
             return 1
         if self.host_stopping:
+            # Not a drained queue: the host is going away under us (a reclaim, a shutdown). Stay counted in
+            # the group so whatever is left on the queue gets a worker.
             self.report("stopped", "the host is shutting down")
+            return EXIT_INTERRUPTED
         else:
             self.report("drained", "the queue is empty")
         return 0

@@ -58,10 +58,12 @@ python3 /opt/submitter/agent.py --submission "$SUBMISSION" --bucket "$BUCKET" --
   --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION"
 status=$?
 echo "agent exited with $status"
-# 75: a spot notice came and the run went back to the queue. Power off but stay counted in the group,
-# so the group starts a replacement that resumes it. Otherwise the work is done: leave the group for good.
-if [ "$status" -ne 75 ]; then
-  aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
-    --should-decrement-desired-capacity >/dev/null 2>&1 || true
-fi
+# Leave the group for good only when the agent says so: 0 the queue is drained, 1 this image or volume
+# cannot work, 3 the agent failed. Anything else (75 a spot notice, or killed by the host's own shutdown)
+# means work may remain: power off but stay counted, so the group starts a replacement that resumes it.
+case "$status" in
+  0|1|3)
+    aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
+      --should-decrement-desired-capacity >/dev/null 2>&1 || true ;;
+esac
 shutdown -h now

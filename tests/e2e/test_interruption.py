@@ -72,7 +72,7 @@ def _interrupt_during_epoch(sandbox: Any, env: dict[str, str], run: str, epoch: 
         return st["instance_id"] if done and max(done) >= epoch - 1 else None
 
     instance = sandbox.wait_for(in_epoch, 300, f"{run} to reach epoch {epoch}", every=1)
-    result = _cli(env, "sandbox", "interrupt", instance, "--notice", "6")
+    result = _cli(env, "sandbox", "interrupt", instance, "--notice", "40")
     assert result.returncode == 0, result.stderr
     return str(instance)
 
