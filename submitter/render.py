@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from submitter.plan import Plan
 
 
-def plan(p: Plan) -> None:
+def _console() -> Any:
+    """Rich output; when stdout is not a terminal (a pipe, a log), wide enough that tables keep whole ids."""
+    import sys
+
     from rich.console import Console
+
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def plan(p: Plan) -> None:
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    console = _console()
     console.print(f"[bold]{p.job}[/] ({p.spec_file}) -> submission [bold]{p.submission_id}[/] in {p.region}")
     image = p.image
     if image.get("prebuilt"):
@@ -48,15 +56,17 @@ def plan(p: Plan) -> None:
         console.print(f"  placement: {p.price_note}")
 
     lt = p.launch_template
+    volume = lt["BlockDeviceMappings"][0]
+    distribution = p.group["MixedInstancesPolicy"]["InstancesDistribution"]
     console.print("  launch: " + ", ".join([
         f"AMI {lt['ImageId'].removeprefix('resolve:ssm:')}",
         "IMDSv2 required",
-        f"{lt['BlockDeviceMappings'][0]['Ebs']['VolumeSize']} GB encrypted gp3 at {lt['BlockDeviceMappings'][0]['DeviceName']}",
+        f"{volume['Ebs']['VolumeSize']} GB encrypted gp3 at {volume['DeviceName']}",
         "shutdown terminates",
         "no inbound rules",
     ]))
-    console.print(f"  spot strategy: {p.group['MixedInstancesPolicy']['InstancesDistribution']['SpotAllocationStrategy']}"
-                  f", max price {p.group['MixedInstancesPolicy']['InstancesDistribution'].get('SpotMaxPrice', 'on-demand')}")
+    console.print(f"  spot strategy: {distribution['SpotAllocationStrategy']}, "
+                  f"max price {distribution.get('SpotMaxPrice', 'on-demand')}")
     console.print(f"  boot script: {len(p.user_data.encode())} bytes of 16384;"
                   f" instance role: {len(p.iam_policy['Statement'])} scoped statements")
     e = p.estimate
@@ -75,7 +85,6 @@ def plan(p: Plan) -> None:
 
 
 def statuses(states: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -84,14 +93,15 @@ def statuses(states: list[dict]) -> None:
     for st in states:
         table.add_row(
             st.get("run_id", "?"),
-            st.get("state", "unknown") + (f" ({st['reason']})" if st.get("reason") and st.get("state") != "succeeded" else ""),
+            st.get("state", "unknown") + (f" ({st['reason']})" if st.get("reason") and st.get("state") != "succeeded"
+                                          else ""),
             st.get("instance_id") or "-",
             f"{st.get('availability_zone') or '-'}/{st.get('instance_type') or '-'}",
             f"{st['price']:.4f}" if isinstance(st.get("price"), (int, float)) else "-",
             _runtime(st),
             f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
         )
-    Console(soft_wrap=True).print(table)
+    _console().print(table)
 
 
 def _runtime(st: dict) -> str:
@@ -118,7 +128,6 @@ def _share(value: object) -> str:
 
 
 def costs(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -133,13 +142,12 @@ def costs(report: dict) -> None:
     t = report["total"]
     table.add_row("total", f"{t['priced']}/{t['runs']} priced", "", "", "", "", "", _money(t["total"]),
                   _money(t.get("on_demand_total")), _share(t.get("savings")))
-    console = Console(soft_wrap=True)
+    console = _console()
     console.print(table)
     console.print(f"  {t['basis']}")
 
 
 def prices(offers: list[dict], note: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"spot prices ({note}), cheapest first", title_justify="left")
@@ -148,4 +156,4 @@ def prices(offers: list[dict], note: str) -> None:
     for o in offers:
         table.add_row(o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}",
                       f"{o['on_demand']:.4f}" if o.get("on_demand") else "unknown", _share(o.get("savings")))
-    Console(soft_wrap=True).print(table)
+    _console().print(table)
