@@ -91,7 +91,8 @@ def test_a_sweep_runs_on_one_worker_in_turn_and_leaves_results_and_nothing_billi
         assert any(k.endswith("/outputs/metrics.json") for k in keys), keys
         assert any(k.endswith("/logs/container.log") for k in keys), keys
         assert any(k.endswith("/status.json") for k in keys) and any(k.endswith("/spec.json") for k in keys)
-        spec_json = json.loads(s3.get_object(Bucket=bucket, Key=f"submitter/runs/{run['run_id']}/spec.json")["Body"].read())
+        spec_key = f"submitter/runs/{run['run_id']}/spec.json"
+        spec_json = json.loads(s3.get_object(Bucket=bucket, Key=spec_key)["Body"].read())
         assert "@sha256:" in spec_json["image"], "runs record the pushed digest"
         log = s3.get_object(Bucket=bucket, Key=f"submitter/runs/{run['run_id']}/logs/container.log")["Body"].read()
         assert b"epoch 2/2" in log
@@ -164,36 +165,10 @@ def test_max_runtime_stops_the_container_and_uploads_outputs(
     _assert_nothing_left(sandbox_clients, json.loads(result.stdout)["submissions"][0]["submission_id"])
 
 
-def test_an_image_pull_refused_at_boot_fails_the_run_with_the_reason(
-    sandbox: Any, sandbox_clients: Any, project: Path
-) -> None:
-    """The registry refuses the pull on the instance (a digest that does not exist): the agent fails the run
-    with the reason, and the worker leaves. Staged through the real stage and capacity code."""
-    from submitter import capacity, execute, stage
-    from submitter.aws import session
-    from submitter.progress import NullProgress
-    from submitter.spec import load
-
-    spec, _ = _spec(project, """\
-        command: [python, train.py]
-        resources: {instance_types: [c5.large], max_price: 0.1, volume_gb: 1}
-    """)
-    settings = session.resolve(sandbox.settings)
-    aws = session.connect(settings)
-    plan = execute.make_plan(load(spec), settings, execute.prices(aws, load(spec)), account=execute.account_id(aws))
-    missing = f"{settings.registry}/submitter@sha256:{'0' * 64}"
-    stage.stage(aws, plan, missing, {}, NullProgress())
-    capacity.launch(aws, plan, NullProgress())
-    (run,) = execute.wait(aws, settings, [execute.Submitted(plan, missing)], False, lambda _: None, poll_s=2)
-    assert run["state"] == "failed", run
-    assert "image pull" in run["reason"], run
-    _assert_nothing_left(sandbox_clients, plan.submission_id)
-
-
-def test_a_volume_that_never_appears_fails_the_run_with_the_reason(
-    sandbox: Any, sandbox_clients: Any, project: Path
-) -> None:
-    """The launch maps the data volume at another device, so /dev/sdf never appears on the host."""
+def _launch_by_hand(sandbox: Any, project: Path, image: str | None = None,
+                    device: str | None = None) -> tuple[dict[str, Any], str]:
+    """Stage and launch one run through the real stage and capacity code, with a broken image reference or
+    data volume device that a spec cannot express; wait for the run to end. Returns (status, submission)."""
     import dataclasses
 
     from submitter import capacity, execute, stage
@@ -207,14 +182,35 @@ def test_a_volume_that_never_appears_fails_the_run_with_the_reason(
     """)
     settings = session.resolve(sandbox.settings)
     aws = session.connect(settings)
-    plan = execute.make_plan(load(spec), settings, execute.prices(aws, load(spec)), account=execute.account_id(aws))
-    template = json.loads(json.dumps(plan.launch_template))
-    template["BlockDeviceMappings"][0]["DeviceName"] = "/dev/sdk"
-    plan = dataclasses.replace(plan, launch_template=template)
-    image = os.environ.get("SUBMITTER_E2E_IMAGE", f"{settings.registry}/submitter@sha256:{'0' * 64}")
+    loaded = load(spec)
+    plan = execute.make_plan(loaded, settings, execute.prices(aws, loaded), account=execute.account_id(aws))
+    if device:
+        template = json.loads(json.dumps(plan.launch_template))
+        template["BlockDeviceMappings"][0]["DeviceName"] = device
+        plan = dataclasses.replace(plan, launch_template=template)
+    image = image or f"{settings.registry}/submitter@sha256:{'0' * 64}"
     stage.stage(aws, plan, image, {}, NullProgress())
     capacity.launch(aws, plan, NullProgress())
     (run,) = execute.wait(aws, settings, [execute.Submitted(plan, image)], False, lambda _: None, poll_s=2)
+    return run, plan.submission_id
+
+
+def test_an_image_pull_refused_at_boot_fails_the_run_with_the_reason(
+    sandbox: Any, sandbox_clients: Any, project: Path
+) -> None:
+    """The registry refuses the pull on the instance: a digest that does not exist."""
+    run, submission = _launch_by_hand(sandbox, project)
+    assert run["state"] == "failed", run
+    assert "image pull" in run["reason"], run
+    _assert_nothing_left(sandbox_clients, submission)
+
+
+def test_a_volume_that_never_appears_fails_the_run_with_the_reason(
+    sandbox: Any, sandbox_clients: Any, project: Path
+) -> None:
+    """The launch maps the data volume at another device, so /dev/sdf never appears on the host."""
+    run, submission = _launch_by_hand(sandbox, project, image=os.environ.get("SUBMITTER_E2E_IMAGE"),
+                                      device="/dev/sdk")
     assert run["state"] == "failed", run
     assert "/dev/sdf" in run["reason"], run
-    _assert_nothing_left(sandbox_clients, plan.submission_id)
+    _assert_nothing_left(sandbox_clients, submission)
