@@ -79,6 +79,13 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
             dropped.append(st["run_id"])
     if dropped:
         say(f"{sub}: {len(dropped)} run(s) not started: cancelled")
+    # On AWS Batch the job is terminated instead; its wrapper uploads and reports like a worker does.
+    from submitter import batch
+
+    jobs = batch.cancel(aws, sub, bucket=where.bucket, prefix=where.prefix,
+                        runs=None if target.whole else target.run_ids)
+    if jobs:
+        say(f"{sub}: terminated Batch job(s) {', '.join(jobs)}")
     # 3. No new worker: running ones are protected from scale-in, so lowering the count stops none of them.
     group_name = Names.of(sub).group
     autoscaling = aws.client("autoscaling")

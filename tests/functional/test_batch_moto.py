@@ -255,3 +255,23 @@ def test_cancel_terminates_the_array_job(aws_env, tmp_path: Path) -> None:
 
     # A pool submission is not Batch's to cancel.
     assert batch.cancel(aws, "bexp-20260101-000000-abcdef", prefix="bp") == []
+
+
+def test_submitter_cancel_of_a_batch_submission_terminates_its_job(aws_env, tmp_path: Path) -> None:
+    """The same `cancel` that stops pool workers terminates the Batch array job."""
+    from submitter import cancel, tracking
+    from submitter.aws.s3 import S3
+
+    aws, uri = aws_env
+    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    (sub,) = _submit(aws, _project(tmp_path, uri))
+    record = _s3_json(aws, f"bp/submissions/{sub.plan.submission_id}/batch.json")
+    s3 = S3(aws.client("s3"), "bbucket")
+    where = tracking.Where("bbucket", "bp")
+    said: list[str] = []
+    result = cancel.cancel(aws, s3, where, cancel.scope(s3, where, sub.plan.submission_id), said.append,
+                           wait_s=5, poll_s=0.2)
+    (job,) = aws.session.client("batch").describe_jobs(jobs=[record["job_id"]])["jobs"]
+    assert job["statusReason"] == "cancelled with submitter cancel"
+    assert any(record["job_id"] in line for line in said), said
+    assert {st["state"] for st in result["runs"]} == {"cancelled"}
