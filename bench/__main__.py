@@ -1,7 +1,8 @@
 """`python -m bench [--smoke] [NAME...]`: run the benchmarks and write bench/RESULTS.md.
 
 Each benchmark module has `run(smoke) -> dict` returning its figures, each measured against its
-baseline in the same run. `--smoke` runs one short repetition of each, so CI keeps them working.
+baseline in the same run. `--smoke` runs one short repetition of each, so CI keeps them working, and writes
+nothing. A benchmark that fails is reported and the others still run; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -10,44 +11,117 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-BENCHMARKS = ["cli_start", "status"]
+# In this order: overhead (on paper) uses what resubmit and download measured in the same process.
+BENCHMARKS = ["cli_start", "plan", "status", "image", "resubmit", "download", "overhead"]
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    memory = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    engine = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({_cpu()}){memory}, "
+            f"Python {platform.python_version()}, Docker Engine {engine}; load average at start {load}")
+
+
+def _cell(value: Any) -> str:
+    if value is True:
+        return "yes"
+    if value is False:
+        return "**no**"
+    if value is None:
+        return "-"
+    return str(value).replace("|", "\\|")
+
+
+def _render(results: list[dict[str, Any]], failed: list[str], machine: str, seconds: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python -m bench` ({seconds / 60:.0f} min) "
+        f"on {machine}.",
+        "",
+        "Each figure is the median of the repetitions shown; every ratio is against a baseline measured in the "
+        "same run, on the same machine, against the same local services (the sandbox: moto, a real registry, "
+        "the real boot script and agent). Other work may have shared the machine (see the load average): "
+        "absolute seconds are this machine's, the ratios are what to compare.",
+        "",
+        "| figure | value | target | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for result in results:
+        for row in result.get("summary", []):
+            lines.append(f"| {_cell(row['figure'])} | {_cell(row['value'])} | {_cell(row['target'])} | "
+                         f"{_cell(row['met'])} |")
+    lines.append("")
+    if failed:
+        lines += [f"Failed in this run: {', '.join(failed)}.", ""]
+    for result in results:
+        title = result["name"]
+        lines += [f"## {title}", ""]
+        if result.get("paper"):
+            lines += ["An estimate on paper from components measured in this run and published figures; "
+                      "no AWS account was used.", ""]
+        lines += ["| figure | value |", "| --- | --- |"]
+        lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in result["figures"].items()]
+        lines += ["", f"Repetitions: {result.get('repeat', 1)}. Source: `bench/{result['module']}.py`.", ""]
+        if result.get("notes"):
+            lines += ["Assumptions and method:", ""] + [f"- {note}" for note in result["notes"]] + [""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     smoke = "--smoke" in argv
     names = [a for a in argv if not a.startswith("-")] or BENCHMARKS
-    results = []
+    machine = _machine()
+    began = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    failed: list[str] = []
     for name in names:
-        module = importlib.import_module(f"bench.{name}")
-        result = module.run(smoke)
+        start = time.perf_counter()
+        print(f"== bench {name}{' (smoke)' if smoke else ''}", file=sys.stderr, flush=True)
+        try:
+            module = importlib.import_module(f"bench.{name}")
+            result = module.run(smoke)
+        except Exception:  # noqa: BLE001 - report it, run the others, exit 1 at the end
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        result["module"] = name
         print(json.dumps(result, indent=2), flush=True)
+        print(f"== bench {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         results.append(result)
-    if smoke:
-        return 0
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {_machine()}.",
-        "Each figure is the median of repeated runs; ratios are against a baseline measured in the same run.",
-        "",
-    ]
-    for result in results:
-        lines += [f"## {result['name']}", "", "| figure | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in result["figures"].items()]
-        lines += ["", f"repetitions: {result.get('repeat', 1)}", ""]
-    out = Path(__file__).with_name("RESULTS.md")
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
-    return 0
+    total = time.perf_counter() - began
+    print(f"== {len(results)} benchmark(s) in {total:.0f} s; failed: {', '.join(failed) or 'none'}",
+          file=sys.stderr)
+    if not smoke and names == BENCHMARKS:
+        out = Path(__file__).with_name("RESULTS.md")
+        out.write_text(_render(results, failed, machine, total))
+        print(f"wrote {out}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def run(smoke: bool = False) -> dict[str, object]:
         "figures": {"submitter --help (s)": round(ours, 3), "aws --version (s)": round(baseline, 3),
                     "ratio": round(ratio, 2), "target": f"<= {TARGET}x", "met": ratio <= TARGET},
         "repeat": repeat,
+        "summary": [{"figure": "CLI start: `submitter --help` / `aws --version`", "value": f"{ratio:.2f}x",
+                     "target": f"<= {TARGET}x", "met": ratio <= TARGET}],
     }
 
 

@@ -107,6 +107,9 @@ def run(smoke: bool = False) -> dict[str, object]:
             "upload with aws s3 sync, as the agent does (MB/s, 1 run)": round(mb / upload_s, 1),
         },
         "repeat": repeat,
+        "summary": [{"figure": "Results download throughput, submitter / aws s3 sync",
+                     "value": f"{ours_rate / aws_rate:.2f}x", "target": f">= {TARGET}x",
+                     "met": ours_rate / aws_rate >= TARGET}],
     }
 
 

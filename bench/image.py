@@ -15,7 +15,8 @@ once before its timings (not counted); submitter's timings include its ECR calls
 
 Needs: a running docker engine, `docker-registry`, `htpasswd`, and a local base image `python:3.11-slim`
 (`python -m submitter.sandbox.images` makes one) or `submitter-test/base:bookworm`.
-Run: `python bench/image.py [--reps 3] [--smoke]`.
+Run: `python -m bench image [--smoke]` (figures for bench/RESULTS.md), or `python bench/image.py [--reps 3]
+[--smoke]` for the table. Target (issue 9): a one-line change pushes at most 1% of the image's bytes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PASSWORD = "123456789012-auth-token"
 BLOB_MB = 100
+SMOKE_BLOB_MB = 10
+TARGET_SHARE = 0.01
 SCENARIOS = ("cold", "unchanged", "one-line")
 
 
@@ -150,11 +153,11 @@ def _base(api: Any) -> str:
     sys.exit("no base image: run `python -m submitter.sandbox.images` first")
 
 
-def _project(root: Path, base: str) -> None:
+def _project(root: Path, base: str, blob_mb: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "Dockerfile.train").write_text(
         f"FROM {base}\nARG NONCE\n"
-        f'RUN echo "$NONCE" > /opt/nonce && head -c {BLOB_MB * 1024 * 1024} /dev/urandom > /opt/blob\n'
+        f'RUN echo "$NONCE" > /opt/nonce && head -c {blob_mb * 1024 * 1024} /dev/urandom > /opt/blob\n'
         'WORKDIR /app\nCOPY train.py /app/train.py\nCMD ["python3", "/app/train.py"]\n'
     )
     (root / "train.py").write_text("print('epoch 1')\n")
@@ -164,7 +167,7 @@ def _one_line_change(root: Path) -> None:
     (root / "train.py").write_text("print('epoch 2')\n")
 
 
-def run_ours(api: Any, moto: str, base: str, work: Path) -> dict[str, tuple[float, int, int, int]]:
+def run_ours(api: Any, moto: str, base: str, work: Path, blob_mb: int) -> dict[str, tuple[float, int, int, int]]:
     import boto3
 
     from submitter.aws.ecr import TokenCache
@@ -177,7 +180,7 @@ def run_ours(api: Any, moto: str, base: str, work: Path) -> dict[str, tuple[floa
         session = boto3.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1")
         aws = Aws(session, "us-east-1", moto, registry.host)
         project = work / "ours"
-        _project(project, base)
+        _project(project, base, blob_mb)
         build = BuildRequest(
             job="bench",
             dockerfile=project / "Dockerfile.train",
@@ -205,7 +208,7 @@ def run_ours(api: Any, moto: str, base: str, work: Path) -> dict[str, tuple[floa
         registry.close()
 
 
-def run_cli(base: str, work: Path) -> dict[str, tuple[float, int, int, int]]:
+def run_cli(base: str, work: Path, blob_mb: int) -> dict[str, tuple[float, int, int, int]]:
     registry = Registry()
     env = dict(os.environ, DOCKER_BUILDKIT="0")
     try:
@@ -217,7 +220,7 @@ def run_cli(base: str, work: Path) -> dict[str, tuple[float, int, int, int]]:
             capture_output=True,
         )
         project = work / "cli"
-        _project(project, base)
+        _project(project, base, blob_mb)
         name = f"{registry.host}/bench/{uuid.uuid4().hex[:8]}:latest"
         nonce = uuid.uuid4().hex
         results = {}
@@ -257,13 +260,11 @@ def _median(rows: list[dict[str, tuple[float, int, int, int]]], scenario: str, i
     return statistics.median(row[scenario][index] for row in rows)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported)")
-    parser.add_argument("--smoke", action="store_true", help="one quick repetition")
-    args = parser.parse_args(argv)
-    reps = 1 if args.smoke else args.reps
+Rows = list[dict[str, tuple[float, int, int, int]]]
 
+
+def measure(reps: int, blob_mb: int) -> tuple[Rows, Rows, str]:
+    """Both tools, `reps` times each, alternating which goes first; returns (ours, cli, base image)."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -278,26 +279,66 @@ def main(argv: list[str]) -> int:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     work = Path(tempfile.mkdtemp(prefix="bench-image-"))
-    ours: list[dict[str, tuple[float, int, int, int]]] = []
-    cli: list[dict[str, tuple[float, int, int, int]]] = []
+    ours: Rows = []
+    cli: Rows = []
     try:
         for rep in range(reps):
             # alternate the order so neither tool always runs on a warmer page cache
             here = work / str(rep)
             runs: list[Callable[[], None]] = [
-                lambda: ours.append(run_ours(api, f"http://127.0.0.1:{port}", base, here)),  # noqa: B023
-                lambda: cli.append(run_cli(base, here)),  # noqa: B023
+                lambda: ours.append(run_ours(api, f"http://127.0.0.1:{port}", base, here, blob_mb)),  # noqa: B023
+                lambda: cli.append(run_cli(base, here, blob_mb)),  # noqa: B023
             ]
-            for run in runs if rep % 2 == 0 else reversed(runs):
-                run()
-            print(f"repetition {rep + 1}/{reps} done", file=sys.stderr)
+            for one in runs if rep % 2 == 0 else reversed(runs):
+                one()
+            print(f"image: repetition {rep + 1}/{reps} done", file=sys.stderr, flush=True)
     finally:
         moto.stop()
         shutil.rmtree(work, ignore_errors=True)
+    return ours, cli, base
 
+
+def run(smoke: bool = False) -> dict[str, object]:
+    """Figures for bench/RESULTS.md: the one-line change's bytes up / image bytes, and seconds vs the docker CLI."""
+    reps, blob_mb = (1, SMOKE_BLOB_MB) if smoke else (3, BLOB_MB)
+    ours, cli, base = measure(reps, blob_mb)
+    image = _median(ours, "cold", 3)
+    share = _median(ours, "one-line", 1) / image
+    figures: dict[str, object] = {
+        "image (compressed, MB)": round(image / 1e6, 1),
+        "one-line change: bytes up, submitter (wire)": int(_median(ours, "one-line", 1)),
+        "one-line change: bytes up, docker CLI (wire)": int(_median(cli, "one-line", 1)),
+        "one-line change: bytes up / image bytes": f"{share:.4%}",
+        "bytes target": f"<= {TARGET_SHARE:.0%}",
+        "bytes met": share <= TARGET_SHARE,
+    }
+    for scenario in SCENARIOS:
+        mine, theirs = _median(ours, scenario, 0), _median(cli, scenario, 0)
+        figures[f"{scenario}: submitter (s)"] = round(mine, 2)
+        figures[f"{scenario}: docker build + push (s)"] = round(theirs, 2)
+        figures[f"{scenario}: ratio"] = round(mine / theirs, 2)
+    figures["setup"] = f"base {base} + {blob_mb} MiB random layer; fresh registry per tool and repetition"
+    seconds = _median(ours, "one-line", 0) / _median(cli, "one-line", 0)
+    summary = [
+        {"figure": "One-line change: bytes pushed / image bytes", "value": f"{share:.3%}",
+         "target": f"<= {TARGET_SHARE:.0%}", "met": share <= TARGET_SHARE},
+        {"figure": "One-line change: seconds, submitter / docker build + push", "value": f"{seconds:.2f}x",
+         "target": "vs docker CLI (none set)", "met": None},
+    ]
+    return {"name": "One-line code change: bytes pushed / image bytes, and seconds vs the docker CLI",
+            "figures": figures, "repeat": reps, "summary": summary}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per tool (median reported)")
+    parser.add_argument("--smoke", action="store_true", help="one quick repetition")
+    args = parser.parse_args(argv)
+    reps = 1 if args.smoke else args.reps
+    ours, cli, base = measure(reps, SMOKE_BLOB_MB if args.smoke else BLOB_MB)
     image = _median(ours, "cold", 3)
     print(
-        f"\nimage stage, median of {reps} (base {base} + {BLOB_MB} MiB random layer; "
+        f"\nimage stage, median of {reps} (base {base} + random layer; "
         f"image {image / 1e6:.1f} MB compressed); bytes up = measured at the registry's door\n"
     )
     header = (

@@ -110,6 +110,9 @@ def run(smoke: bool = False) -> dict[str, object]:
             "target": "none set (seconds); 100 runs should cost about what 1 does",
         },
         "repeat": repeat,
+        "summary": [{"figure": "Dry-run plan of a 100-run sweep (whole CLI process)",
+                     "value": f"{sweep_s:.2f} s ({sweep_s / one_s:.2f}x a 1-run plan)", "target": "seconds (none set)",
+                     "met": None}],
     }
 
 
