@@ -36,10 +36,9 @@ def launch(aws: Aws, plan: Plan, progress: Progress) -> dict[str, Any]:
     params = {k: v for k, v in plan.group.items() if k != "AvailabilityZones"}
     params["VPCZoneIdentifier"] = ",".join(subnets)
     created = asg_api.ensure_group(aws.client("autoscaling"), params)
-    progress.done(
-        f"{'launched' if created else 'found'} group {plan.names.group}: {plan.group['DesiredCapacity']} spot "
-        f"worker(s) over {', '.join(o['InstanceType'] for o in params['MixedInstancesPolicy']['LaunchTemplate']['Overrides'])}"
-    )
+    types = ", ".join(o["InstanceType"] for o in params["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"])
+    progress.done(f"{'launched' if created else 'found'} group {plan.names.group}: "
+                  f"{plan.group['DesiredCapacity']} spot worker(s) over {types}")
     return {"instance_profile": profile_arn, "security_group": group_id, "launch_template": template_id,
             "subnets": subnets}
 

@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,7 +25,8 @@ GLOBAL_FLAGS = ("--sandbox", "--debug")
 class _Group(TyperGroup):
     """Root group: global flags anywhere on the line, and the one handler that renders our errors."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # typer vendors click privately; its Context type has no public name, hence `Any` in the overrides.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if ctx.parent is None:
             cut = args.index("--") if "--" in args else len(args)
             head, tail = args[:cut], args[cut:]
@@ -34,20 +34,20 @@ class _Group(TyperGroup):
             args = flags + [a for a in head if a not in GLOBAL_FLAGS] + tail
         return super().parse_args(ctx, args)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except SubmitterError as err:
             if _debug(ctx):
                 traceback.print_exc()
-            click.echo(f"error: {err.render()}", err=True)
+            typer.echo(f"error: {err.render()}", err=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
 
-def _debug(ctx: click.Context) -> bool:
+def _debug(ctx: Any) -> bool:
     obj = ctx.obj
     return bool(ctx.params.get("debug")) or (isinstance(obj, Settings) and obj.debug)
 
@@ -95,7 +95,7 @@ def _print_json(value: Any) -> None:
 
 
 def _say(text: str) -> None:
-    click.echo(text, err=True)
+    typer.echo(text, err=True)
 
 
 # ---------------------------------------------------------------------------------------------- submit
@@ -149,10 +149,10 @@ def submit(
         _print_json(summary)
     elif not as_json:
         for s in submitted:
-            click.echo(f"submission {s.plan.submission_id}: {len(s.plan.runs)} run(s)")
+            typer.echo(f"submission {s.plan.submission_id}: {len(s.plan.runs)} run(s)")
             for r in s.plan.runs:
-                click.echo(f"  {r.run_id}")
-            click.echo(f"  follow with: submitter status {s.plan.submission_id}"
+                typer.echo(f"  {r.run_id}")
+            typer.echo(f"  follow with: submitter status {s.plan.submission_id}"
                        f"{' --sandbox' if settings.sandbox else ''}")
     if wait or follow:
         states = execute.wait(aws, settings, submitted, follow, _say)
@@ -248,7 +248,7 @@ def results(
             on_bytes=lambda n: bar.advance(task, n))
     for root in done.roots:
         files = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".part"))
-        click.echo(f"{root}: {files} file(s)")
+        typer.echo(f"{root}: {files} file(s)")
     _say(f"fetched {done.fetched} file(s) ({done.bytes} bytes), skipped {done.skipped} identical")
 
 
@@ -277,9 +277,9 @@ def cancel(
         _print_json(result)
         return
     for st in result["runs"]:
-        click.echo(f"{st['run_id']}: {st.get('state')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+        typer.echo(f"{st['run_id']}: {st.get('state')}" + (f" ({st['reason']})" if st.get("reason") else ""))
     if result["removed"]:
-        click.echo(f"removed: {', '.join(result['removed'])}")
+        typer.echo(f"removed: {', '.join(result['removed'])}")
 
 
 @app.command()
@@ -344,7 +344,7 @@ def prices(
 
     render.prices(offers, f"{settings.region}, {source}")
     if missing:
-        click.echo(f"no spot offer for: {', '.join(missing)}")
+        typer.echo(f"no spot offer for: {', '.join(missing)}")
 
 
 @app.command()
@@ -363,12 +363,12 @@ def gc(
     orphans = gc_mod.find(aws, s3, where)
     if not as_json:
         for o in orphans:
-            click.echo(f"{o.kind:15} {o.id:45} {o.submission}: {o.why}")
+            typer.echo(f"{o.kind:15} {o.id:45} {o.submission}: {o.why}")
     if not orphans:
         if as_json:
             _print_json({"found": [], "removed": []})
         else:
-            click.echo("nothing to remove: no orphaned resource tagged by submitter")
+            typer.echo("nothing to remove: no orphaned resource tagged by submitter")
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -379,7 +379,7 @@ def gc(
     if as_json:
         _print_json({"found": [o.to_json() for o in orphans], "removed": [o.to_json() for o in removed]})
     else:
-        click.echo(f"removed {len(removed)} of {len(orphans)}")
+        typer.echo(f"removed {len(removed)} of {len(orphans)}")
     if len(removed) < len(orphans):
         raise typer.Exit(1)
 
@@ -426,7 +426,7 @@ def notebook(
         run = access.submit_for_notebook(aws, settings, Path(target), os.environ, Path.cwd(), _say)
 
     def ready(nb: Any) -> None:
-        click.echo(f"open {nb.url}")
+        typer.echo(f"open {nb.url}")
         sys.stdout.flush()
         _say(f"forwarding localhost:{nb.local_port} -> {nb.remote[0]}:{nb.remote[1]} in {run}; Ctrl-C to stop")
 
@@ -451,9 +451,9 @@ def init(
     settings = session.resolve(_settings(ctx))
     plan = account.plan_init(session.connect(settings), settings, Path.cwd(), key_pair, expire_days)
     for line in account.render_plan(plan):
-        click.echo(line)
+        typer.echo(line)
     if not plan.changes and not plan.dotenv_changes():
-        click.echo("nothing to do: everything exists as wanted")
+        typer.echo("nothing to do: everything exists as wanted")
         _init_batch(settings, batch)
         return
     if not yes:
@@ -463,9 +463,9 @@ def init(
             raise UsageError("submitter init", "not confirmed (no terminal to ask on)", "run `submitter init --yes`")
         if not typer.confirm("create and set the above?"):
             raise typer.Exit(1)
-    account.apply_init(plan, click.echo)
+    account.apply_init(plan, typer.echo)
     if plan.key_name:
-        click.echo(f"instances get key pair {plan.key_name} (SUBMITTER_SSH_KEY); connect with `submitter ssh RUN`")
+        typer.echo(f"instances get key pair {plan.key_name} (SUBMITTER_SSH_KEY); connect with `submitter ssh RUN`")
     _init_batch(settings, batch)
 
 
@@ -476,7 +476,7 @@ def _init_batch(settings: Settings, wanted: bool) -> None:
     from submitter import batch
     from submitter.aws import session
 
-    batch.ensure_batch(session.connect(settings), settings, click.echo)
+    batch.ensure_batch(session.connect(settings), settings, typer.echo)
 
 
 @app.command()
@@ -497,13 +497,13 @@ def doctor(
     try:
         aws = session.connect(settings)
     except Exception as err:  # reported as the credentials check below
-        click.echo(f"FAIL credentials: {err}")
+        typer.echo(f"FAIL credentials: {err}")
         aws = None
     checks = account.doctor(settings, aws, types, image.engine)
     for check in checks:
-        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:
-            click.echo(f"     fix: {check.fix}")
+            typer.echo(f"     fix: {check.fix}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 
@@ -520,8 +520,8 @@ def sandbox_up(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     if as_json:
         _print_json(state)
     else:
-        click.echo(f"sandbox ready: {state['endpoint_url']} (registry {state['registry']})")
-        click.echo("inspect it with: eval \"$(submitter sandbox env)\"; aws ec2 describe-instances")
+        typer.echo(f"sandbox ready: {state['endpoint_url']} (registry {state['registry']})")
+        typer.echo("inspect it with: eval \"$(submitter sandbox env)\"; aws ec2 describe-instances")
 
 
 @sandbox_app.command("down")
@@ -530,7 +530,7 @@ def sandbox_down(ctx: typer.Context) -> None:
     from submitter.sandbox import api
 
     api.down(_settings(ctx), _say)
-    click.echo("sandbox down")
+    typer.echo("sandbox down")
 
 
 @sandbox_app.command("status")
@@ -542,12 +542,12 @@ def sandbox_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
     if as_json:
         _print_json(state)
         return
-    click.echo(f"sandbox: {'up' if state.get('up') else 'down'}")
+    typer.echo(f"sandbox: {'up' if state.get('up') else 'down'}")
     for key in ("endpoint_url", "registry", "region"):
         if state.get(key):
-            click.echo(f"  {key}: {state[key]}")
+            typer.echo(f"  {key}: {state[key]}")
     for inst in state.get("instances", []):
-        click.echo(f"  {inst['instance_id']}  {inst['state']}  {inst.get('instance_type', '')}")
+        typer.echo(f"  {inst['instance_id']}  {inst['state']}  {inst.get('instance_type', '')}")
 
 
 @sandbox_app.command("env")
@@ -558,7 +558,7 @@ def sandbox_env(ctx: typer.Context) -> None:
     from submitter.sandbox import api
 
     for name, value in api.env(_settings(ctx)).items():
-        click.echo(f"export {name}={shlex.quote(value)}")
+        typer.echo(f"export {name}={shlex.quote(value)}")
 
 
 @sandbox_app.command("logs")
@@ -579,7 +579,7 @@ def sandbox_interrupt(
     from submitter.sandbox import api
 
     result = api.interrupt(_settings(ctx), instance_id, notice)
-    click.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")
+    typer.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")
 
 
 # ---------------------------------------------------------------------------------------------- entry

@@ -172,7 +172,9 @@ def wait(
     return states
 
 
-def _stranded(aws: Aws, s3: S3, where: tracking.Where, sub: Submitted, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _stranded(
+    aws: Aws, s3: S3, where: tracking.Where, sub: Submitted, states: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Runs that can no longer start: the group is down to zero workers (every worker left after a boot
     failure) while they are still queued. They are marked failed with the workers' reason."""
     from submitter.aws import autoscaling as asg_api

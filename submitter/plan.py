@@ -399,7 +399,9 @@ def instance_policy(
             "Sid": "LeaveOwnGroup",
             "Effect": "Allow",
             "Action": ["autoscaling:TerminateInstanceInAutoScalingGroup"],
-            "Resource": [f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{names.group}"],
+            "Resource": [
+                f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{names.group}"
+            ],
         },
         {
             "Sid": "ReadSpotPrice",

@@ -351,7 +351,8 @@ def load(path: Path) -> LoadedSpec:
         line = mark.line + 1 if mark else None
         raise SpecError([SpecProblem(shown, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     if node is None:
-        raise SpecError([SpecProblem(shown, None, "", "the file is empty; a spec needs at least name, command, resources")])
+        raise SpecError([SpecProblem(shown, None, "",
+                                     "the file is empty; a spec needs at least name, command, resources")])
     if not isinstance(node, yaml.MappingNode):
         raise SpecError([SpecProblem(shown, _line(node), "", "expected a mapping of fields (name:, command:, ...)")])
     problems = _duplicate_keys(shown, node)
@@ -379,7 +380,8 @@ def _problem(file: str, root: yaml.Node, err: Any) -> SpecProblem:
         model = _model_at(loc[:-1])
         known = list(model.model_fields) if model else []
         hint = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
-        message = f"unknown field {unknown!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; expected one of: {', '.join(known)}")
+        message = f"unknown field {unknown!r}; " + (
+            f"did you mean {hint[0]!r}?" if hint else f"expected one of: {', '.join(known)}")
     elif kind == "missing":
         message = "required field is missing"
     elif kind in {"float_parsing", "int_parsing", "float_type", "int_type", "int_from_float"}:
@@ -546,6 +548,6 @@ def expand(spec: JobSpec, submission: str) -> list[Run]:
     keys = list(spec.sweep)
     runs = []
     for index, values in enumerate(itertools.product(*(spec.sweep[k] for k in keys))):
-        combo = dict(zip(keys, values))
+        combo = dict(zip(keys, values, strict=True))
         runs.append(Run(f"{submission}-{index}", index, combo, {**spec.env, **combo}))
     return runs

@@ -88,7 +88,8 @@ def test_dry_run_human_readable(tmp_path: Path) -> None:
 
 
 def test_submit_console_script_is_submitter_submit(tmp_path: Path) -> None:
-    code = "import sys; sys.argv=['submit','jobs/exp1.yaml','--dry-run','--json']; from submitter.cli import submit_main; submit_main()"
+    code = ("import sys; sys.argv=['submit','jobs/exp1.yaml','--dry-run','--json']; "
+            "from submitter.cli import submit_main; submit_main()")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_clean_env(tmp_path),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -67,7 +67,8 @@ def test_sweep_expands_to_every_combination_in_spec_order() -> None:
 
 
 def test_no_sweep_is_one_run_whose_id_is_the_submission_id() -> None:
-    spec = JobSpec.model_validate({"name": "s", "command": "python t.py", "resources": {"instance_types": ["c5.large"]}})
+    spec = JobSpec.model_validate({"name": "s", "command": "python t.py",
+                                   "resources": {"instance_types": ["c5.large"]}})
     (run,) = expand(spec, "s-1")
     assert run.run_id == "s-1" and run.index is None
     assert spec.command == ["/bin/sh", "-c", "python t.py"]
