@@ -45,23 +45,33 @@ _SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc",
 # ---------------------------------------------------------------------------------------------- value types
 
 
-def _duration(value: Any) -> float:
-    """'4h', '90m', '1h30m', '45s', '2d' or a number of seconds."""
+def _seconds(value: Any, example: str, low: float, high: float, bounds: str) -> float:
+    """A duration ('4h', '90m', '1h30m', '45s', '2d') or a number of seconds, within [low, high]."""
+    expected = f"expected a duration like {example}"
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 4h, 90m or 1h30m")
+        raise ValueError(expected)
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and value.strip():
         text = value.strip().replace(" ", "")
         parts = _DURATION_PART.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"expected a duration like 4h, 90m or 1h30m, got {value!r}")
+            raise ValueError(f"{expected}, got {value!r}")
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     else:
-        raise ValueError(f"expected a duration like 4h, 90m or 1h30m, got {value!r}")
-    if not 60 <= seconds <= 14 * 86400:
-        raise ValueError(f"must be between 1m and 14d, got {value!r}")
+        raise ValueError(f"{expected}, got {value!r}")
+    if not low <= seconds <= high:
+        raise ValueError(f"must be between {bounds}, got {value!r}")
     return seconds
+
+
+def _duration(value: Any) -> float:
+    return _seconds(value, "4h, 90m or 1h30m", 60, 14 * 86400, "1m and 14d")
+
+
+def _grace(value: Any) -> float:
+    """The SIGTERM-to-SIGKILL grace period."""
+    return _seconds(value, "90s or 2m", 5, 900, "5s and 15m")
 
 
 def _scalar_text(value: Any) -> str:
@@ -90,6 +100,7 @@ def _text_map(value: Any) -> dict[str, str]:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+Grace = Annotated[float, BeforeValidator(_grace)]
 TextMap = Annotated[dict[str, str], BeforeValidator(_text_map)]
 
 
@@ -194,6 +205,7 @@ class Input(_Model):
 class Limits(_Model):
     max_runtime: Duration = 8 * 3600.0
     max_cost: float | None = Field(default=None, gt=0)
+    stop_grace: Grace = 90.0  # SIGTERM, then SIGKILL after this (spot notice, cancel, limits); a notice may shorten it
 
 
 class Queue(_Model):

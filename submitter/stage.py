@@ -23,7 +23,6 @@ from submitter.aws.sqs import ensure_queue, send_runs
 from submitter.plan import DEADMAN_MARGIN_S, Plan
 from submitter.progress import Progress
 
-GRACE_SECONDS = 90
 UPLOAD_THREADS = 8
 COMPLETE_MARKER = ".submitter-complete"
 
@@ -67,7 +66,7 @@ def stage(aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progres
         "retries": spec.retries.model_dump(),
         "inputs": [i.__dict__ for i in inputs],
         "secrets": {"names": sorted(secrets), "ssm_prefix": f"/submitter/{plan.submission_id}/"},
-        "grace_seconds": GRACE_SECONDS,
+        "grace_seconds": int(spec.limits.stop_grace),
         "deadman_minutes": int((spec.limits.max_runtime + DEADMAN_MARGIN_S + 59) // 60),
     })
     agent = resources.files("submitter.boot").joinpath("agent.py").read_bytes()

@@ -32,7 +32,7 @@ resources:
 inputs:
   - {{source: ./data, target: /data/train}}
 checkpoints: /checkpoints
-limits: {{max_runtime: 20m}}
+limits: {{max_runtime: 20m, stop_grace: 45s}}
 sweep:
   LR: [0.1, 0.05, 0.01]
 queue: {{max_workers: 2}}
@@ -101,6 +101,7 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
                      ["Body"].read())
     assert doc["image"].startswith(sub.image_uri.split("@")[0]) and "@sha256:" in doc["image"]
     assert doc["inputs"][0]["target"] == "/data/train" and doc["inputs"][0]["uri"].startswith("s3://fbucket/p/inputs/")
+    assert doc["grace_seconds"] == 45 and doc["max_runtime"] == 1200
     assert doc["secrets"] == {"names": ["FT_WANDB_API_KEY"], "ssm_prefix": f"/submitter/{plan.submission_id}/"}
     param = session.client("ssm").get_parameter(Name=f"/submitter/{plan.submission_id}/FT_WANDB_API_KEY",
                                                WithDecryption=True)["Parameter"]

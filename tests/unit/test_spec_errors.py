@@ -52,6 +52,8 @@ CASES = [
      7, "limits.max_runtime", "expected a duration like 4h, 90m or 1h30m, got '4 hours'"),
     ("duration-too-short", VALID + "limits:\n  max_runtime: 10s\n",
      7, "limits.max_runtime", "must be between 1m and 14d"),
+    ("grace-too-long", VALID + "limits:\n  stop_grace: 1h\n",
+     7, "limits.stop_grace", "must be between 5s and 15m, got '1h'"),
     ("secret-values", VALID + "secrets: {WANDB_API_KEY: abc123}\n",
      6, "secrets", "lists secret names only"),
     ("secret-in-env", VALID + "env:\n  WANDB_API_KEY: abc123\n",
