@@ -26,6 +26,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -78,7 +79,7 @@ def _pull_rate(blob_mb: int) -> tuple[float, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _manifest(host: str, repo: str) -> dict[str, object]:
+def _manifest(host: str, repo: str) -> dict[str, Any]:
     import base64
 
     request = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/latest", headers={

@@ -274,7 +274,7 @@ def run(smoke: bool = False) -> dict[str, object]:
             by_hand = ByHand(sb, project, spec, summary["submission_id"], work)
             by_hand.build_push()  # the hand image into the registry once; not timed
             for rep in range(repeat):
-                steps = [(mine, ours), (by_hand, hand)]
+                steps: list[tuple[Ours | ByHand, list[dict[str, float]]]] = [(mine, ours), (by_hand, hand)]
                 for way, rows in steps if rep % 2 == 0 else reversed(steps):
                     rows.append(way.once())
                     t = time.perf_counter()
