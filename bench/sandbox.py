@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -25,23 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 STABLE_CACHE = Path("~/.submitter/cache").expanduser()
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_base() -> int:
-    """Three free consecutive ports, spread by pid (as tests/e2e/conftest.py does) so sessions start apart."""
-    start = 50000 + (os.getpid() % 400) * 10
-    for base in range(start, 64000, 10):
-        if all(_free(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no free port range for the benchmark's sandbox above 50000")
+    """A free port base above 50000 (tests use 46000 up), so a benchmark never meets a test's sandbox."""
+    from submitter.sandbox import state
+
+    return state.free_port_base(50000)
 
 
 @dataclass

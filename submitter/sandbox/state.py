@@ -58,6 +58,30 @@ def ports(base: int) -> dict[str, int]:
     return {"moto": base, "registry": base + 1, "control": base + 2}
 
 
+def port_free(port: int) -> bool:
+    """Whether `port` on loopback can be bound now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_base(first: int, last: int = 64000) -> int:
+    """A base whose sandbox ports are all free, searched from `first` plus a pid-spread offset, so that
+    concurrent sessions (test runs, benchmarks) start apart."""
+    width = len(ports(0))
+    start = first + (os.getpid() % 400) * 10
+    for base in range(start, last, 10):
+        if all(port_free(base + i) for i in range(width)):
+            return base
+    raise RuntimeError(f"no free range of {width} loopback ports between {first} and {last}")
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())

@@ -28,7 +28,6 @@ Needs root, a running dockerd, loop devices, debootstrap and docker-registry (se
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ import pytest
 
 from submitter import settings as settings_mod
 from submitter.sandbox import api
+from submitter.sandbox import state as st
 from submitter.settings import Settings
 
 STABLE_CACHE = Path("~/.submitter/cache").expanduser()
@@ -50,25 +50,9 @@ def _say(text: str) -> None:
 
 
 def free_port_base() -> int:
-    """A base port whose three ports are free now, spread by pid so concurrent sessions start apart."""
+    """SUBMITTER_SANDBOX_PORT when set, else a free port base above 46000."""
     forced = os.environ.get("SUBMITTER_SANDBOX_PORT")
-    if forced:
-        return int(forced)
-    start = 46000 + (os.getpid() % 400) * 10
-    for base in range(start, 60000, 10):
-        if all(_free(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no free port range for the sandbox above 46000")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return int(forced) if forced else st.free_port_base(46000, 60000)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
