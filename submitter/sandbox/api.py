@@ -248,7 +248,26 @@ def _release_work_root(engine: Any) -> None:
         return
     if engine is not None and engine.containers.list(all=True, filters={"label": st.LABEL}):
         return
+    if _other_daemons():  # another sandbox is up, perhaps with no instance yet: it needs the shared mount
+        return
     st.unmount_all(st.WORK_ROOT)
+
+
+def _other_daemons() -> list[int]:
+    """Pids of sandbox daemons still running on this machine (this one has stopped by now)."""
+    from submitter.sandbox.daemon import MARKER
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if MARKER in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- queries

@@ -179,6 +179,8 @@ class Runner:
         host = Host(iid, record["container"], imds, record,
                     extra={"shutdown_behaviour": behaviour, "spot": spot,
                            "asg": "aws:autoscaling:groupName" in tags})
+        # Another sandbox's `down` may have undone the shared bind since `up`: make sure it is there.
+        st.ensure_shared_work_root()
         st.WORK_ROOT.joinpath(iid).mkdir(parents=True, exist_ok=True)
         self.engine.containers.run(
             self.image,
