@@ -1,7 +1,8 @@
-"""EC2 adapter: spot prices (and later launch templates, security groups, instances)."""
+"""EC2 adapter: spot prices, subnets, security groups, launch templates, instances, volumes, key pairs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -95,24 +96,23 @@ def ensure_launch_template(ec2: Any, name: str, data: dict[str, Any], tags: dict
     return str(created["LaunchTemplate"]["LaunchTemplateId"])
 
 
-def delete_launch_template(ec2: Any, name: str) -> bool:
+def _deleted(call: Callable[[], Any]) -> bool:
+    """Run a delete; False when EC2 refuses it (already gone, or still in use): callers report what went."""
     from botocore.exceptions import ClientError
 
     try:
-        ec2.delete_launch_template(LaunchTemplateName=name)
+        call()
     except ClientError:
         return False
     return True
+
+
+def delete_launch_template(ec2: Any, name: str) -> bool:
+    return _deleted(lambda: ec2.delete_launch_template(LaunchTemplateName=name))
 
 
 def delete_security_group(ec2: Any, group_id: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        ec2.delete_security_group(GroupId=group_id)
-    except ClientError:
-        return False
-    return True
+    return _deleted(lambda: ec2.delete_security_group(GroupId=group_id))
 
 
 def instances(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,35 +244,27 @@ def terminate(ec2: Any, instance_ids: list[str]) -> None:
         ec2.terminate_instances(InstanceIds=instance_ids)
 
 
-def volumes(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _listed(ec2: Any, operation: str, key: str, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every item of a paginated EC2 Describe call, e.g. ("DescribeVolumes", "Volumes")."""
     found: list[dict[str, Any]] = []
-    with translate("ec2", "DescribeVolumes"):
-        for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
-            found += page["Volumes"]
+    method = "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+    with translate("ec2", operation):
+        for page in ec2.get_paginator(method).paginate(Filters=filters):
+            found += page[key]
     return found
+
+
+def volumes(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return _listed(ec2, "DescribeVolumes", "Volumes", filters)
 
 
 def delete_volume(ec2: Any, volume_id: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        ec2.delete_volume(VolumeId=volume_id)
-    except ClientError:
-        return False
-    return True
+    return _deleted(lambda: ec2.delete_volume(VolumeId=volume_id))
 
 
 def launch_templates(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    with translate("ec2", "DescribeLaunchTemplates"):
-        for page in ec2.get_paginator("describe_launch_templates").paginate(Filters=filters):
-            found += page["LaunchTemplates"]
-    return found
+    return _listed(ec2, "DescribeLaunchTemplates", "LaunchTemplates", filters)
 
 
 def security_groups(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    with translate("ec2", "DescribeSecurityGroups"):
-        for page in ec2.get_paginator("describe_security_groups").paginate(Filters=filters):
-            found += page["SecurityGroups"]
-    return found
+    return _listed(ec2, "DescribeSecurityGroups", "SecurityGroups", filters)

@@ -28,6 +28,7 @@ Needs root, a running dockerd, loop devices, debootstrap and docker-registry (se
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -43,6 +44,7 @@ from submitter.sandbox import state as st
 from submitter.settings import Settings
 
 STABLE_CACHE = Path("~/.submitter/cache").expanduser()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _say(text: str) -> None:
@@ -133,6 +135,15 @@ class Sandbox(dict[str, Any]):
         """Wait until the instance's simulated host runs; returns its status entry."""
         return dict(wait_for(lambda: self.instance_status(instance_id).get("imds_endpoint")
                              and self.instance_status(instance_id), timeout, f"{instance_id}'s host to start"))
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A copy of the example project (train.py, Dockerfile.train, .dockerignore) with an empty jobs/ dir."""
+    for name in ("train.py", "Dockerfile.train", ".dockerignore"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "jobs").mkdir()
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

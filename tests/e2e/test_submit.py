@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,15 +17,6 @@ import pytest
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 600
-
-
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    """A copy of the example project (train.py, Dockerfile.train, .dockerignore) with a unique job name."""
-    for name in ("train.py", "Dockerfile.train", ".dockerignore"):
-        shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / "jobs").mkdir()
-    return tmp_path
 
 
 def _spec(project: Path, body: str) -> tuple[Path, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,14 +22,6 @@ import pytest
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 600
-
-
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    for name in ("train.py", "Dockerfile.train", ".dockerignore"):
-        shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / "jobs").mkdir()
-    return tmp_path
 
 
 def _spec(project: Path, body: str) -> Path:

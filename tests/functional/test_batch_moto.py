@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from submitter import batch, execute
 from submitter.aws.session import Aws
@@ -38,21 +36,9 @@ MOTO_CONFIG = {"batch": {"use_docker": False}, "iam": {"load_aws_managed_policie
 
 
 @pytest.fixture()
-def aws_env(monkeypatch: pytest.MonkeyPatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
-        session = boto3.Session(region_name=REGION)
-        session.client("s3").create_bucket(Bucket="bbucket")
-        ecr = session.client("ecr")
-        repo = ecr.create_repository(repositoryName="btrain")["repository"]
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                                          "size": 1, "digest": "sha256:" + "1" * 64}, "layers": []})
-        ecr.put_image(repositoryName="btrain", imageManifest=manifest, imageTag="v1")
-        yield Aws(session, REGION, bucket="bbucket"), repo["repositoryUri"]
+def aws_env(moto_account):
+    with moto_account("bbucket", "btrain", config=MOTO_CONFIG) as (session, uri):
+        yield Aws(session, REGION, bucket="bbucket"), uri
 
 
 SETTINGS = Settings(bucket="bbucket", region=REGION, prefix="bp", batch_max_vcpus=64)

@@ -7,9 +7,7 @@ import base64
 import json
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from submitter import execute
 from submitter.aws.session import Aws
@@ -40,21 +38,9 @@ queue: {{max_workers: 2}}
 
 
 @pytest.fixture()
-def aws_env(monkeypatch: pytest.MonkeyPatch):
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        session = boto3.Session(region_name=REGION)
-        session.client("s3").create_bucket(Bucket="fbucket")
-        ecr = session.client("ecr")
-        repo = ecr.create_repository(repositoryName="train")["repository"]
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                                          "size": 1, "digest": "sha256:" + "0" * 64}, "layers": []})
-        ecr.put_image(repositoryName="train", imageManifest=manifest, imageTag="v1")
-        yield Aws(session, REGION), repo["repositoryUri"]
+def aws_env(moto_account):
+    with moto_account("fbucket", "train") as (session, uri):
+        yield Aws(session, REGION), uri
 
 
 @pytest.fixture()

@@ -1,0 +1,44 @@
+"""Functional-test helpers: an in-process moto account with what a submission needs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+REGION = "us-east-1"
+
+
+@pytest.fixture()
+def moto_account(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A factory: `with moto_account(bucket, repository[, config]) as (session, repository_uri):` gives moto
+    in-process with fake credentials, the bucket, and an image tagged v1 in the ECR repository."""
+    return lambda bucket, repository, config=None: _moto_account(monkeypatch, bucket, repository, config)
+
+
+@contextmanager
+def _moto_account(monkeypatch: pytest.MonkeyPatch, bucket: str, repository: str,
+                  config: dict[str, Any] | None) -> Iterator[tuple[Any, str]]:
+    import boto3
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws(config=config) if config else mock_aws():  # type: ignore[arg-type]
+        session = boto3.Session(region_name=REGION)
+        session.client("s3").create_bucket(Bucket=bucket)
+        ecr = session.client("ecr")
+        repo = ecr.create_repository(repositoryName=repository)["repository"]
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1,
+                       "digest": "sha256:" + "0" * 64},
+            "layers": [],
+        })
+        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="v1")
+        yield session, repo["repositoryUri"]
