@@ -58,6 +58,7 @@ class Runner:
         self.image = image
         self.hosts: dict[str, Host] = {}
         self.finished: set[str] = set()
+        self.sightings: dict[str, tuple[str, ...]] = {}  # instance -> its block devices when last polled
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------------------------------------ loop
@@ -70,12 +71,21 @@ class Runner:
             for inst in instances:
                 iid, name = inst["InstanceId"], inst["State"]["Name"]
                 if name == "running" and iid not in self.hosts and iid not in self.finished:
-                    self._start(inst)
+                    if self._settled(inst):
+                        self._start(inst)
                 elif name in ENDED and iid in self.hosts:
                     log.info("%s is %s in EC2: tearing its host down", iid, name)
                     self.teardown(iid)
             self._check_hosts()
             self._check_interrupts()
+
+    def _settled(self, inst: dict[str, Any]) -> bool:
+        """moto lists an instance before it has attached the launch's volumes: start it only once two
+        polls in a row agree on its block devices, so its host gets every volume (e.g. /dev/sdf)."""
+        devices = tuple(sorted(m["DeviceName"] for m in inst.get("BlockDeviceMappings", [])))
+        seen = self.sightings.get(inst["InstanceId"])
+        self.sightings[inst["InstanceId"]] = devices
+        return seen == devices
 
     def _check_hosts(self) -> None:
         """A host container that ended is an instance that shut down."""
