@@ -131,6 +131,10 @@ class Layout:
     def batch_record(self, submission_id: str) -> str:
         return self._key("submissions", submission_id, "batch.json")
 
+    def batch_runs(self, submission_id: str) -> str:
+        """The runs of a Batch submission by array index: [{run_id, index, env}] (run_message of each)."""
+        return self._key("submissions", submission_id, "runs.json")
+
     def submission_cancel(self, submission_id: str) -> str:
         return self._key("submissions", submission_id, "cancel")
 
