@@ -117,11 +117,11 @@ def submit(
                                 "default: each spec's resources.backend."),
 ) -> None:
     """Submit one or more job specs: build, push, stage, launch spot workers."""
+    from submitter import connect
     from submitter import plan as planning
     from submitter import spec as spec_mod
-    from submitter.aws import session
 
-    settings = session.resolve(_settings(ctx))
+    settings = connect.resolve(_settings(ctx))
     if ssh_key:
         from dataclasses import replace
 
@@ -140,7 +140,7 @@ def submit(
         return
     from submitter import execute, image, progress
 
-    aws = session.connect(settings)
+    aws = connect.aws(settings)
     view = progress.for_stream(as_json=as_json)
     submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission, backend)
     summary = [{"submission_id": s.plan.submission_id, "job": s.plan.job, "image": s.image_uri,
@@ -199,15 +199,14 @@ def status(
 
 
 def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:
-    from submitter import tracking
-    from submitter.aws import session
+    from submitter import connect, tracking
     from submitter.aws.s3 import S3
     from submitter.errors import SettingsError
 
-    settings = session.resolve(_settings(ctx))
+    settings = connect.resolve(_settings(ctx))
     if not settings.bucket:
         raise SettingsError("SUBMITTER_BUCKET", "no bucket is set", "set SUBMITTER_BUCKET, or run `submitter init`")
-    aws = session.connect(settings)
+    aws = connect.aws(settings)
     return settings, S3(aws.client("s3"), settings.bucket), tracking.Where(settings.bucket, settings.prefix)
 
 
@@ -262,7 +261,7 @@ def cancel(
 ) -> None:
     """Stop runs gracefully (outputs uploaded), drop queued ones, terminate their instances."""
     from submitter import cancel as cancel_mod
-    from submitter.aws import session
+    from submitter import connect
     from submitter.errors import UsageError
 
     if not yes and not sys.stdin.isatty():
@@ -272,7 +271,7 @@ def cancel(
     scope = cancel_mod.scope(s3, where, target)
     if not yes and not typer.confirm(f"cancel {scope.describe()}?"):
         raise typer.Exit(1)
-    result = cancel_mod.cancel(session.connect(settings), s3, where, scope, _say, wait_s=wait_s)
+    result = cancel_mod.cancel(connect.aws(settings), s3, where, scope, _say, wait_s=wait_s)
     if as_json:
         _print_json(result)
         return
@@ -292,9 +291,8 @@ def cost(
     """What runs cost: spot price history x runtime, plus EBS; savings against on-demand."""
     from datetime import datetime, timedelta, timezone
 
-    from submitter import tracking
+    from submitter import connect, tracking
     from submitter.aws import ec2 as ec2_api
-    from submitter.aws import session
     from submitter.errors import UsageError
 
     if target and since:
@@ -307,7 +305,7 @@ def cost(
     settings, s3, where = _tracking(ctx)
     run_ids = (tracking.resolve(s3, where, target) if target else
                [r for sub in tracking.submissions_since(s3, where, start) for r in tracking.runs_of(s3, where, sub)])
-    ec2 = session.connect(settings).client("ec2")
+    ec2 = connect.aws(settings).client("ec2")
     report = tracking.costs(s3, where, run_ids, lambda t, az, lo, hi: ec2_api.price_history(ec2, t, az, lo, hi),
                             settings.region)
     if as_json:
@@ -325,13 +323,12 @@ def prices(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Live spot price per availability zone, cheapest first."""
-    from submitter import tracking
+    from submitter import connect, tracking
     from submitter.aws import ec2 as ec2_api
-    from submitter.aws import session
     from submitter.errors import CapacityError
 
-    settings = session.resolve(_settings(ctx))
-    offers = tracking.prices(ec2_api.spot_prices(session.connect(settings).client("ec2"), types), settings.region)
+    settings = connect.resolve(_settings(ctx))
+    offers = tracking.prices(ec2_api.spot_prices(connect.aws(settings).client("ec2"), types), settings.region)
     missing = sorted(set(types) - {o["instance_type"] for o in offers})
     if not offers:
         raise CapacityError(f"prices {' '.join(types)}", f"no spot price in {settings.region} for these types",
@@ -354,12 +351,12 @@ def gc(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Find and remove orphaned resources tagged by submitter."""
+    from submitter import connect
     from submitter import gc as gc_mod
-    from submitter.aws import session
     from submitter.errors import UsageError
 
     settings, s3, where = _tracking(ctx)
-    aws = session.connect(settings)
+    aws = connect.aws(settings)
     orphans = gc_mod.find(aws, s3, where)
     if not as_json:
         for o in orphans:
@@ -395,11 +392,10 @@ def ssh(
     cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Open a shell (or run a command) on a run's instance; port 22 opens for your /32 only, then closes."""
-    from submitter import access
-    from submitter.aws import session
+    from submitter import access, connect
 
-    settings = session.resolve(_settings(ctx))
-    code = access.ssh(session.connect(settings), settings, run, command or [], cidr, _say)
+    settings = connect.resolve(_settings(ctx))
+    code = access.ssh(connect.aws(settings), settings, run, command or [], cidr, _say)
     if code:
         raise typer.Exit(code)
 
@@ -416,11 +412,10 @@ def notebook(
     cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Run Jupyter (or forward any port) in the job container and open it on localhost."""
-    from submitter import access
-    from submitter.aws import session
+    from submitter import access, connect
 
-    settings = session.resolve(_settings(ctx))
-    aws = session.connect(settings)
+    settings = connect.resolve(_settings(ctx))
+    aws = connect.aws(settings)
     run = target
     if Path(target).is_file():
         run = access.submit_for_notebook(aws, settings, Path(target), os.environ, Path.cwd(), _say)
@@ -445,11 +440,10 @@ def init(
                                "queues for `resources.backend: batch` (docs/batch.md)."),
 ) -> None:
     """Create the bucket, repository (and a key pair) this tool needs, and record them in .env. Idempotent."""
-    from submitter import account
-    from submitter.aws import session
+    from submitter import account, connect
 
-    settings = session.resolve(_settings(ctx))
-    plan = account.plan_init(session.connect(settings), settings, Path.cwd(), key_pair, expire_days)
+    settings = connect.resolve(_settings(ctx))
+    plan = account.plan_init(connect.aws(settings), settings, Path.cwd(), key_pair, expire_days)
     for line in account.render_plan(plan):
         typer.echo(line)
     if not plan.changes and not plan.dotenv_changes():
@@ -473,10 +467,9 @@ def _init_batch(settings: Settings, wanted: bool) -> None:
     """`init --batch`: the AWS Batch compute environments and job queues (idempotent)."""
     if not wanted:
         return
-    from submitter import batch
-    from submitter.aws import session
+    from submitter import batch, connect
 
-    batch.ensure_batch(session.connect(settings), settings, typer.echo)
+    batch.ensure_batch(connect.aws(settings), settings, typer.echo)
 
 
 @app.command()
@@ -485,17 +478,16 @@ def doctor(
     specs: list[Path] = typer.Argument(None, help="Job specs whose instance types to check quotas for."),
 ) -> None:
     """Check credentials, permissions, quotas, the docker engine and the settings."""
-    from submitter import account, image
-    from submitter.aws import session
+    from submitter import account, connect, image
 
-    settings = session.resolve(_settings(ctx))
+    settings = connect.resolve(_settings(ctx))
     types: list[str] = []
     if specs:
         from submitter import spec as spec_mod
 
         types = sorted({t for s in spec_mod.load_many(specs) for t in s.spec.resources.instance_types})
     try:
-        aws = session.connect(settings)
+        aws = connect.aws(settings)
     except Exception as err:  # reported as the credentials check below
         typer.echo(f"FAIL credentials: {err}")
         aws = None

@@ -1,6 +1,7 @@
-"""Where boto3 clients are made: from Settings, pointed at AWS or at the local sandbox.
+"""Where boto3 clients are made: a session for the account in the settings, or for an endpoint handed in.
 
-Everything else receives an `Aws` and asks it for clients; nothing creates boto3 sessions on its own.
+Everything else receives an `Aws` and passes it to the adapters; nothing creates boto3 sessions on its own.
+This package never asks the sandbox for its endpoint: the edge (`submitter.connect`) does and hands it in.
 """
 
 from __future__ import annotations
@@ -8,8 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from submitter.errors import CredentialsError
+from submitter.errors import CredentialsError, SandboxError
 from submitter.settings import Settings
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An AWS API other than the real one (the local sandbox), with the credentials and names that go with it."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str
+    registry: str
+    bucket: str
 
 
 @dataclass
@@ -36,20 +49,18 @@ class Aws:
         return self._clients[service]
 
 
-def connect(settings: Settings) -> Aws:
-    """An Aws for these settings. In sandbox mode, credentials and endpoints come from the sandbox."""
+def connect(settings: Settings, endpoint: Endpoint | None = None) -> Aws:
+    """An Aws for these settings: the given endpoint and its credentials, else the usual AWS chain."""
     import boto3
 
-    if settings.sandbox:
-        from submitter.sandbox import api
-
-        conn = api.connection(settings)
-        session = boto3.Session(
-            aws_access_key_id=conn.access_key_id,
-            aws_secret_access_key=conn.secret_access_key,
-            region_name=conn.region,
-        )
-        return Aws(session, conn.region, conn.endpoint_url, conn.registry, settings.bucket or conn.bucket)
+    if endpoint is not None:
+        session = boto3.Session(aws_access_key_id=endpoint.access_key_id,
+                                aws_secret_access_key=endpoint.secret_access_key, region_name=endpoint.region)
+        return Aws(session, endpoint.region, endpoint.endpoint_url, endpoint.registry,
+                   settings.bucket or endpoint.bucket)
+    if settings.sandbox:  # never fall through to a real account when the user asked for the sandbox
+        raise SandboxError("AWS session", "sandbox mode, but no sandbox endpoint was handed in",
+                           "connect through submitter.connect.aws(settings), which asks the sandbox for it")
     try:
         session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
     except Exception as exc:  # botocore.exceptions.ProfileNotFound and kin
@@ -60,16 +71,7 @@ def connect(settings: Settings) -> Aws:
 
 
 def has_credentials(settings: Settings) -> bool:
-    """True when credentials are at hand without asking an instance metadata service (no network wait)."""
-
-    if settings.sandbox:
-        from submitter.sandbox import api
-
-        try:
-            api.connection(settings)
-        except Exception:
-            return False
-        return True
+    """True when the AWS credential chain has credentials without asking an instance metadata service."""
     import botocore.session
 
     try:
@@ -78,22 +80,3 @@ def has_credentials(settings: Settings) -> bool:
         return resolver.load_credentials() is not None
     except Exception:
         return False
-
-
-def resolve(settings: Settings) -> Settings:
-    """In sandbox mode the sandbox's bucket, registry and region replace any AWS ones (from .env, say).
-
-    When the sandbox is down the settings stay as they are: a dry run still works, and the first real
-    call reports the sandbox as not running."""
-    if not settings.sandbox:
-        return settings
-    from dataclasses import replace
-
-    from submitter.errors import SubmitterError
-    from submitter.sandbox import api
-
-    try:
-        conn = api.connection(settings)
-    except SubmitterError:
-        return settings
-    return replace(settings, region=conn.region, registry=conn.registry, bucket=conn.bucket)

@@ -14,11 +14,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from submitter.aws.session import Endpoint
 from submitter.errors import SandboxError
 from submitter.sandbox import state as st
 from submitter.settings import Settings
@@ -26,18 +26,6 @@ from submitter.settings import Settings
 Say = Callable[[str], None]
 BUCKET = "submitter-sandbox"
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach the running sandbox: boto3 endpoint and credentials, and the registry address."""
-
-    endpoint_url: str
-    region: str
-    access_key_id: str
-    secret_access_key: str
-    registry: str
-    bucket: str
 
 
 def _paths(settings: Settings) -> st.Paths:
@@ -281,9 +269,10 @@ def _running_state(settings: Settings, where: str) -> dict[str, Any]:
     return state
 
 
-def connection(settings: Settings) -> Connection:
+def connection(settings: Settings) -> Endpoint:
+    """The running sandbox's endpoint, credentials and names, for the session factory (SandboxError if down)."""
     state = _running_state(settings, "sandbox")
-    return Connection(
+    return Endpoint(
         endpoint_url=state["endpoint_url"], region=state["region"], access_key_id=state["access_key_id"],
         secret_access_key=state["secret_access_key"], registry=state["registry"], bucket=state["bucket"],
     )
