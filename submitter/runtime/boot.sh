@@ -8,6 +8,9 @@ BUCKET={{BUCKET}}
 PREFIX={{PREFIX}}
 GROUP={{GROUP}}
 DEADMAN_MINUTES={{DEADMAN_MINUTES}}
+RUNTIME_URI={{RUNTIME_URI}}          # the instance runtime (runtime.pyz), staged by submit
+RUNTIME_SHA256={{RUNTIME_SHA256}}    # its hash: only these bytes run here
+REPORTS_URI={{REPORTS_URI}}          # where this host reports why it gave up
 
 # Dead-man switch before anything else: whatever happens below, this host stops billing.
 shutdown -h "+${DEADMAN_MINUTES}" "submitter: max_runtime reached" || true
@@ -35,14 +38,13 @@ retry() {
 INSTANCE_ID=$(retry imds meta-data/instance-id) || { echo "no instance metadata"; shutdown -h now; exit 1; }
 REGION=$(retry imds meta-data/placement/region) || { echo "no region in instance metadata"; shutdown -h now; exit 1; }
 export AWS_DEFAULT_REGION="$REGION" AWS_REGION="$REGION"
-BASE="s3://$BUCKET/$PREFIX/submissions/$SUBMISSION"
 
 # Report why this host gives up, leave the group without a replacement, and power off.
 give_up() {
   echo "boot failed: $1"
-  printf '{"instance_id": "%s", "state": "boot-failed", "reason": "%s", "time": "%s"}\n' \
-    "$INSTANCE_ID" "${1//\"/\'}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > /tmp/submitter-boot.json
-  aws s3 cp --only-show-errors /tmp/submitter-boot.json "$BASE/instances/$INSTANCE_ID.json" || true
+  printf '{"instance_id": "%s", "state": "%s", "reason": "%s", "time": "%s"}\n' \
+    "$INSTANCE_ID" {{BOOT_FAILED}} "${1//\"/\'}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > /tmp/submitter-boot.json
+  aws s3 cp --only-show-errors /tmp/submitter-boot.json "$REPORTS_URI$INSTANCE_ID.json" || true
   aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
     --should-decrement-desired-capacity >/dev/null 2>&1 || true
   shutdown -h now
@@ -52,15 +54,18 @@ give_up() {
 command -v python3 >/dev/null || give_up "python3 is not on this image"
 command -v docker >/dev/null || give_up "docker is not on this image"
 mkdir -p /opt/submitter
-retry aws s3 cp --only-show-errors "$BASE/agent.py" /opt/submitter/agent.py || give_up "cannot fetch $BASE/agent.py"
+RUNTIME=/opt/submitter/runtime.pyz
+retry aws s3 cp --only-show-errors "$RUNTIME_URI" "$RUNTIME" || give_up "cannot fetch $RUNTIME_URI"
+echo "$RUNTIME_SHA256  $RUNTIME" | sha256sum -c --quiet - \
+  || give_up "$RUNTIME_URI is not the runtime this submission was planned with (SHA-256 mismatch)"
 
-python3 /opt/submitter/agent.py --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
+python3 "$RUNTIME" agent --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
   --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION"
 status=$?
 echo "agent exited with $status"
 # Leave the group for good only when the agent says so: 0 the queue is drained, 1 this image or volume
-# cannot work, 3 the agent failed. Anything else (75 a spot notice, or killed by the host's own shutdown)
-# means work may remain: power off but stay counted, so the group starts a replacement that resumes it.
+# cannot work, 3 the agent failed. Anything else ({{EXIT_RETRY}} a spot notice, or killed by the host's own
+# shutdown) means work may remain: power off but stay counted, so the group starts a replacement that resumes it.
 case "$status" in
   0|1|3)
     aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \

@@ -1,0 +1,126 @@
+"""The pool's `Process`: the run's command in a `docker run` container on the worker's engine, its
+directories on the data volume."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from submitter.runtime.commands import CommandError, run
+from submitter.runtime.lifecycle import Process
+from submitter.runtime.rules import container_command
+
+log = logging.getLogger("submitter.runtime")
+
+
+def docker_run_args(sub: dict[str, Any], run_id: str, instance_id: str, work: Path, run_dir: Path,
+                    env: dict[str, str], env_file: Path | None, gpus: str | None) -> list[str]:
+    args = ["docker", "run", "--detach", "--name", container_name(run_id),
+            "--label", f"submitter.run={run_id}", "--label", f"submitter.instance={instance_id}",
+            "--volume", f"{work / 'data'}:{sub.get('volume_mount') or '/data'}"]
+    if sub.get("outputs"):
+        args += ["--volume", f"{run_dir / 'outputs'}:{sub['outputs']}"]
+    if sub.get("checkpoints"):
+        args += ["--volume", f"{run_dir / 'checkpoints'}:{sub['checkpoints']}"]
+    for name, value in env.items():
+        args += ["--env", f"{name}={value}"]
+    if env_file is not None:
+        args += ["--env-file", str(env_file)]
+    if gpus:
+        args += ["--gpus", gpus]
+    return args + [sub["image"]] + container_command(sub.get("command"))
+
+
+def container_name(run_id: str) -> str:
+    return f"submitter-{run_id}"
+
+
+def gpu_flag(gpus: Any, runtimes: dict[str, Any]) -> str | None:
+    """`--gpus` value: none when the spec says 0 or the host has no NVIDIA runtime (a CPU instance type)."""
+    if gpus in (0, "0") or "nvidia" not in runtimes:
+        return None
+    return "all" if gpus in (None, "auto", "all") else str(gpus)
+
+
+def write_env_file(path: Path, secrets: dict[str, str]) -> None:
+    """Secrets for `docker run --env-file`, readable by root only; never on the command line."""
+    if any("\n" in v for v in secrets.values()):
+        raise ValueError("a secret holds a line break, which docker's --env-file cannot carry")
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as sink:
+        sink.writelines(f"{name}={value}\n" for name, value in secrets.items())
+
+
+class DockerProcess(Process):
+    noun = "container"
+
+    def __init__(self, sub: dict[str, Any], run_id: str, instance_id: str, work: Path, gpus: str | None) -> None:
+        self.sub, self.run_id, self.instance_id, self.work, self.gpus = sub, run_id, instance_id, work, gpus
+        self.name = container_name(run_id)
+        self.run_dir = work / "runs" / run_id
+        self.data_dir = work / "data"
+        self.outputs_dir = self.run_dir / "outputs"
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self.logs_dir = self.run_dir / "logs"
+        self.follower: subprocess.Popen[bytes] | None = None
+        self.waiter: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str], secrets: dict[str, str]) -> None:
+        run(["docker", "rm", "--force", self.name], timeout=120)  # an earlier attempt on this host
+        env_file = None
+        if secrets:
+            env_file = self.work / f".secrets-{self.run_id}.env"
+            write_env_file(env_file, secrets)
+            log.info("secrets %s written for the container (values not logged)", ", ".join(secrets))
+        try:
+            args = docker_run_args(self.sub, self.run_id, self.instance_id, self.work, self.run_dir, env,
+                                   env_file, self.gpus)
+            result = run(args, timeout=600)
+        finally:
+            if env_file is not None:
+                env_file.unlink()  # docker has read it; the values now live only in the container
+        if result.code != 0:
+            raise CommandError("the container did not start", result)
+        if self.gpus:
+            log.info("run %s: --gpus %s", self.run_id, self.gpus)
+        with (self.logs_dir / "container.log").open("ab") as sink:
+            self.follower = subprocess.Popen(["docker", "logs", "--follow", self.name], stdout=sink,
+                                             stderr=subprocess.STDOUT)
+        self.waiter = subprocess.Popen(["docker", "wait", self.name], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL)
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.waiter is not None
+        try:
+            out, _ = self.waiter.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        text = out.decode().strip()
+        return int(text) if text.lstrip("-").isdigit() else -1  # -1: docker could not say
+
+    def stop(self, grace: int) -> None:
+        result = run(["docker", "stop", "--time", str(grace), self.name], timeout=grace + 60)
+        if result.code != 0:
+            log.warning("docker stop: %s", result.last_line())
+        if self.waiter is not None and self.waiter.poll() is None:
+            self.waiter.kill()
+
+    def exit_code(self) -> int | None:
+        inspected = run(["docker", "inspect", "--format", "{{.State.ExitCode}}", self.name], timeout=60)
+        text = inspected.out.strip()
+        return int(text) if inspected.code == 0 and text.lstrip("-").isdigit() else None
+
+    def finish_output(self) -> None:
+        if self.follower is not None:
+            try:
+                self.follower.wait(timeout=30)  # ends by itself once the container has stopped
+            except subprocess.TimeoutExpired:
+                self.follower.kill()
+
+    def cleanup(self) -> None:
+        run(["docker", "rm", "--force", self.name], timeout=120)
+        shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -1,0 +1,354 @@
+"""One run attempt, the same for the pool agent and the Batch wrapper: begin (counters), restore (inputs,
+checkpoints, log continuation), start, watch (heartbeat, log chunks, checkpoint sync, cancel markers, limits,
+spot notice), stop, conclude (uploads, final status, settle). What differs sits behind two seams: the
+`Process` (a `docker run` container or a child process) and the `Settlement` (an SQS lease or a Batch exit
+code)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from submitter import contract
+from submitter.contract import Layout, Status
+from submitter.runtime import rules
+from submitter.runtime.commands import CommandError
+from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.logs import LogShipper, RunLog
+from submitter.runtime.rules import Ending
+from submitter.runtime.store import Store
+
+log = logging.getLogger("submitter.runtime")
+
+TICK = 5.0  # process exit, spot notice, cancel, log chunks and limits are looked at this often
+CHECKPOINT_EVERY = 60.0
+SYNC_TIMEOUT = 600  # the final checkpoint sync waits this long for a periodic one still running
+
+
+class Process:
+    """How the run's command runs. Directories are on this host; the command sees them at the spec's paths."""
+
+    noun = "process"
+    data_dir: Path
+    outputs_dir: Path
+    checkpoints_dir: Path
+    logs_dir: Path  # container.log (the command's output) and agent.log (this attempt's log) are kept here
+
+    def prepare(self) -> None:
+        """Make the directories (writable by any user: the image's user need not be root)."""
+        for path in (self.outputs_dir, self.checkpoints_dir, self.logs_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)
+
+    def start(self, env: dict[str, str], secrets: dict[str, str]) -> None:
+        """Start the command, its output appended to logs_dir/container.log; raises when it cannot."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code once the command has ended within `timeout` seconds, else None."""
+        raise NotImplementedError
+
+    def stop(self, grace: int) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        raise NotImplementedError
+
+    def exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def finish_output(self) -> None:
+        """Wait until all of the command's output is in container.log."""
+
+    def cleanup(self) -> None:
+        """Remove what this attempt left on the host."""
+
+
+class Settlement:
+    """How the run's work item is settled: it was obtained from somewhere that must hear how it ended."""
+
+    def adjust(self, state: str, fields: dict[str, Any], action: str) -> tuple[str, dict[str, Any]]:
+        """The final state and fields, given that `action` (DELETE or RELEASE) will follow."""
+        return state, fields
+
+    def settle(self, state: str, action: str) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """After an error while settling: let the run be taken up again."""
+
+
+@dataclass
+class Host:
+    """What every attempt on this worker shares."""
+
+    store: Store
+    layout: Layout
+    sub: dict[str, Any]  # submission.json
+    identity: dict[str, Any]  # status fields saying where attempts run (instance, type, zone, Batch job)
+    price: float = 0.0
+    imds: Imds | None = None
+    imds_optional: bool = False  # Batch: a container may not reach IMDS (hop limit); stop asking after a failure
+    stopping: bool = False  # set by SIGTERM
+    stop_reason: str = "the host is shutting down"
+    boot_error: str | None = None
+    label: str = "agent"  # in the run's log lines
+    echo_log: bool = False  # the command's output also to stdout (Batch: CloudWatch Logs reads it there)
+    tick: float = TICK
+    restored: set[tuple[str, str]] = field(default_factory=set)  # inputs already on this host
+    handled: list[dict[str, str]] = field(default_factory=list)
+    rebalance_seen: bool = False
+
+    def on_begin(self) -> None:
+        """Called as an attempt begins (the pool re-arms the host's dead-man switch)."""
+
+    def retries(self) -> dict[str, Any]:
+        return dict(self.sub.get("retries") or {})
+
+    def cancelled(self, run_id: str, which: int | None = None) -> bool:
+        checks = [self.layout.submission_cancel(str(self.sub["submission_id"])), self.layout.run_cancel(run_id)]
+        if which is not None:
+            checks = [checks[which % 2]]
+        return any(self.store.exists(key) for key in checks)
+
+
+def read_status(host: Host, run_id: str) -> Status:
+    """The run's status document; its identity fields filled in when it has none yet."""
+    status = Status.from_json(host.store.read_json(host.layout.status(run_id)), run_id)
+    return dataclasses.replace(status, run_id=status.run_id or run_id,
+                               submission_id=status.submission_id or str(host.sub["submission_id"]),
+                               job=status.job or str(host.sub.get("job", "")))
+
+
+class Attempt:
+    """One attempt of one run on `host`; `run` is the queue message's body ({run_id, index, env})."""
+
+    def __init__(self, host: Host, run: dict[str, Any], status: Status, process: Process,
+                 settlement: Settlement) -> None:
+        self.host, self.run, self.status, self.process, self.settlement = host, run, status, process, settlement
+        self.run_id = str(run["run_id"])
+        self.store, self.layout, self.sub = host.store, host.layout, host.sub
+        self.started = 0.0  # monotonic time the command started (0: not started)
+        self.base_cost = 0.0  # what earlier attempts of the run cost
+        self.action_time: datetime | None = None  # a spot notice's reclaim time
+        self.shipper: LogShipper | None = None
+        self.run_log: RunLog | None = None
+        self.sync: threading.Thread | None = None
+        self.sync_lock = threading.Lock()
+        self.synced: dict[str, tuple[int, int]] = {}
+        self.final: tuple[str, str] | None = None  # (state, action) once concluded
+
+    # ------------------------------------------------------------------------------------ begin
+
+    def execute(self) -> Ending:
+        self.process.prepare()
+        self.run_log = RunLog(self.store, self.layout, self.run_id, self.process.logs_dir / "agent.log",
+                              self.host.label)
+        if self.host.cancelled(self.run_id):
+            return self.conclude(Ending(rules.CANCEL, reason="cancelled before it started"))
+        if self.host.boot_error:
+            return self.conclude(Ending(rules.SETUP, reason=self.host.boot_error))
+        self.host.on_begin()
+        previous = self.status.instance_id
+        identity = {**self.host.identity, "price": self.host.price}
+        self.status, lost = rules.begin_attempt(self.status, identity, contract.iso())
+        self.base_cost = float(self.status.cost or 0.0)
+        if lost:
+            log.warning("the previous attempt (on %s) ended without a report: counted as an interruption", previous)
+            given_up = rules.interruption_reason(self.status.interruptions,
+                                                 int(self.host.retries().get("on_interruption", 0)))
+            if given_up:
+                return self.conclude(Ending(rules.SETUP, reason=given_up))
+        self.write_status()
+        log.info("run %s: attempt %s (%s)", self.run_id, self.status.attempt,
+                 ", ".join(f"{k} {v}" for k, v in sorted(self.host.identity.items())))
+        try:
+            self.restore()
+            self.start()
+        except (CommandError, ValueError, OSError) as exc:
+            log.error("run %s could not start: %s", self.run_id, exc)
+            return self.conclude(Ending(rules.SETUP, reason=str(exc)))
+        return self.conclude(self.watch())
+
+    def write_status(self) -> None:
+        self.store.put_json(self.layout.status(self.run_id), self.status.to_json())
+
+    def restore(self) -> None:
+        mount = self.sub.get("volume_mount") or "/data"
+        for item in self.sub.get("inputs") or []:
+            uri, target = str(item["uri"]), str(item["target"])
+            dest = rules.data_path(target, mount, self.process.data_dir)
+            if (uri, target) in self.host.restored:
+                log.info("input %s is already at %s", uri, target)
+                continue
+            count = self.store.download(uri, dest, str(item.get("kind", "dir")))
+            self.host.restored.add((uri, target))
+            log.info("input %s restored to %s (%d file(s))", uri, target, count)
+        if self.sub.get("checkpoints"):
+            count = self.store.download(self.layout.uri(self.store.bucket, self.layout.checkpoints(self.run_id)),
+                                        self.process.checkpoints_dir, "dir")
+            log.info("checkpoints restored: %d file(s)", count)
+        container_log = self.process.logs_dir / "container.log"
+        if not self.store.fetch(self.layout.container_log(self.run_id), container_log):
+            container_log.write_bytes(b"")
+        number = contract.next_chunk_number(self.store.keys(self.layout.chunks(self.run_id)))
+        self.shipper = LogShipper(self.store, self.layout, self.run_id, container_log, number,
+                                  echo=self.host.echo_log)
+
+    def start(self) -> None:
+        names = [str(n) for n in (self.sub.get("secrets") or {}).get("names") or []]
+        secrets = self.store.secrets(names, str(self.sub["secrets"]["ssm_prefix"])) if names else {}
+        env = rules.container_env(self.sub, self.run, self.status.attempt)
+        self.process.start(env, secrets)
+        self.started = time.monotonic()
+        now = contract.iso()
+        self.status = self.status.evolve(contract.RUNNING, started_at=now, heartbeat_at=now)
+        self.write_status()
+        log.info("run %s: %s started (env %s)", self.run_id, self.process.noun, ", ".join(sorted(env)))
+
+    # ------------------------------------------------------------------------------------ while it runs
+
+    def cost(self) -> float:
+        elapsed = time.monotonic() - self.started if self.started else 0.0
+        return round(self.base_cost + rules.cost_of(self.host.price, elapsed), 6)
+
+    def watch(self) -> Ending:
+        tick = 0
+        last_heartbeat = last_sync = time.monotonic()
+        while True:
+            code = self.process.wait(self.host.tick)
+            if code is not None:
+                log.info("run %s: %s exited with %d", self.run_id, self.process.noun, code)
+                return Ending(rules.EXITED, code)
+            tick += 1
+            ending = self.check(tick)
+            if ending is not None:
+                log.warning("run %s: stopping (%s)", self.run_id, ending.reason)
+                self.stop()
+                return ending
+            now = time.monotonic()
+            try:
+                assert self.shipper is not None
+                self.shipper.ship()
+                if now - last_heartbeat >= contract.HEARTBEAT_EVERY_S:
+                    last_heartbeat = now
+                    self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost())
+                    self.write_status()
+            except Exception as exc:  # an S3 hiccup: the next tick tries again
+                log.warning("run %s: %s", self.run_id, exc)
+            if self.sub.get("checkpoints") and now - last_sync >= CHECKPOINT_EVERY and not (
+                    self.sync and self.sync.is_alive()):
+                last_sync = now
+                self.sync = threading.Thread(target=self.sync_checkpoints, daemon=True)
+                self.sync.start()
+
+    def check(self, tick: int) -> Ending | None:
+        """Why to stop now (the host stopping, a spot notice, cancel, a limit), or None."""
+        host = self.host
+        if host.stopping:
+            if host.cancelled(self.run_id):
+                return Ending(rules.CANCEL, reason="cancelled")
+            return Ending(rules.HOST, reason=host.stop_reason)
+        if host.imds is not None:
+            try:
+                action = host.imds.spot_action()
+                if action:
+                    self.action_time = contract.parse_iso(action.get("time", ""))
+                    return Ending(rules.SPOT, reason=f"spot interruption notice ({action.get('action')} at "
+                                                     f"{action.get('time')})")
+                if not host.rebalance_seen and host.imds.get("meta-data/events/recommendations/rebalance"):
+                    host.rebalance_seen = True
+                    log.warning("EC2 recommends a rebalance: this host's capacity is at elevated risk")
+            except IMDS_ERRORS as exc:
+                log.warning("IMDS: %s", exc)
+                if host.imds_optional:
+                    host.imds = None
+        # The two cancel objects are looked for on alternate ticks: half the requests, <= 2 ticks late.
+        if host.cancelled(self.run_id, which=tick):
+            return Ending(rules.CANCEL, reason="cancelled")
+        reason = rules.limit_reason(time.monotonic() - self.started, self.cost(), self.sub.get("max_runtime"),
+                                    self.sub.get("max_cost"))
+        return Ending(rules.LIMIT, reason=reason) if reason else None
+
+    def sync_checkpoints(self) -> None:
+        with self.sync_lock:
+            try:
+                self.store.upload_tree(self.process.checkpoints_dir, self.layout.checkpoints(self.run_id),
+                                       self.synced)
+            except Exception as exc:  # the next sync, or the final one, picks up what this one missed
+                log.warning("checkpoint sync: %s", exc)
+
+    def stop(self) -> None:
+        grace = rules.stop_timeout(int(self.sub.get("grace_seconds") or contract.DEFAULT_GRACE_S), self.action_time,
+                                   datetime.now(timezone.utc))
+        self.process.stop(grace)
+
+    # ------------------------------------------------------------------------------------ the end
+
+    def conclude(self, ending: Ending) -> Ending:
+        """Everything a run leaves whatever happened: logs, outputs, checkpoints, status; then it is settled."""
+        if self.started:
+            code = self.process.exit_code()
+            if code is not None:
+                ending = Ending(ending.kind, code, ending.reason)
+            self.upload_results()
+        state, fields, action = rules.decide_end(ending, self.status, self.host.retries())
+        state, fields = self.settlement.adjust(state, fields, action)
+        fields.update({k: v for k, v in self.host.identity.items() if getattr(self.status, k, None) is None
+                       and k not in self.status.extra})
+        now = contract.iso()
+        self.status = self.status.evolve(state, ended_at=now, heartbeat_at=now, cost=self.cost(), **fields)
+        if ending.exit_code is not None:
+            self.status.exit_code = ending.exit_code
+        self.write_status()
+        self.final = (state, action)
+        self.settlement.settle(state, action)
+        log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
+                 action)
+        self.host.handled.append({"run_id": self.run_id, "state": state})
+        self.close()
+        return ending
+
+    def upload_results(self) -> None:
+        steps = [("container log", self.finish_log)]
+        if self.sub.get("outputs"):
+            steps.append(("outputs", lambda: self.store.upload_tree(
+                self.process.outputs_dir, self.layout.outputs(self.run_id), {})))
+        if self.sub.get("checkpoints"):
+            steps.append(("checkpoints", self.sync_checkpoints))
+        if self.sync is not None:
+            self.sync.join(timeout=SYNC_TIMEOUT)  # the final sync must not race the last periodic one
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # one failed upload must not cost the others
+                log.error("run %s: uploading the %s failed: %s", self.run_id, what, exc)
+
+    def finish_log(self) -> None:
+        self.process.finish_output()
+        if self.shipper is not None:
+            self.shipper.finish()
+
+    def close(self) -> None:
+        if self.run_log is not None:
+            self.run_log.close()
+            self.run_log = None
+        self.process.cleanup()
+
+    def abort(self, reason: str) -> None:
+        """After an unexpected error: stop the command, keep what it made, settle the run."""
+        try:
+            if self.started:
+                self.stop()
+            if self.final is None:
+                self.conclude(Ending(rules.ERROR, reason=reason))
+        except Exception:
+            log.exception("run %s: could not settle it after the error", self.run_id)
+            try:
+                self.settlement.release()
+            except Exception:
+                log.exception("could not release the run")
