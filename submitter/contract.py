@@ -189,8 +189,8 @@ class Layout:
 # ----------------------------------------------------------------------------------------- documents
 
 
-def run_message(run_id: str, index: int, env: dict[str, str]) -> dict[str, Any]:
-    """One queue message: a run to do."""
+def run_message(run_id: str, index: int | None, env: dict[str, str]) -> dict[str, Any]:
+    """One queue message: a run to do (`index` is None for a submission of one run, which has no sweep)."""
     return {"run_id": run_id, "index": index, "env": env}
 
 
