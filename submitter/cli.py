@@ -128,10 +128,13 @@ def submit(
         settings = replace(settings, ssh_key=ssh_key)
     specs = spec_mod.load_many(files)
     if dry_run:
-        plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings), submission=submission)
-                 for s in specs]
+        from submitter import backends
+
+        plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings), submission=submission,
+                                    backend=backend) for s in specs]
         if as_json:
-            _print_json(plans[0].to_json() if len(plans) == 1 else [p.to_json() for p in plans])
+            shown = [backends.dry_run(p) for p in plans]
+            _print_json(shown[0] if len(shown) == 1 else shown)
         else:
             from submitter import render
 
@@ -440,7 +443,8 @@ def init(
                                "queues for `resources.backend: batch` (docs/batch.md)."),
 ) -> None:
     """Create the bucket, repository (and a key pair) this tool needs, and record them in .env. Idempotent."""
-    from submitter import account, connect
+    from submitter import connect
+    from submitter.account import init as account
 
     settings = connect.resolve(_settings(ctx))
     plan = account.plan_init(connect.aws(settings), settings, Path.cwd(), key_pair, expire_days)
@@ -467,9 +471,10 @@ def _init_batch(settings: Settings, wanted: bool) -> None:
     """`init --batch`: the AWS Batch compute environments and job queues (idempotent)."""
     if not wanted:
         return
-    from submitter import batch, connect
+    from submitter import connect
+    from submitter.backends.batch import setup
 
-    batch.ensure_batch(connect.aws(settings), settings, typer.echo)
+    setup.ensure_batch(connect.aws(settings), settings, typer.echo)
 
 
 @app.command()
@@ -478,7 +483,8 @@ def doctor(
     specs: list[Path] = typer.Argument(None, help="Job specs whose instance types to check quotas for."),
 ) -> None:
     """Check credentials, permissions, quotas, the docker engine and the settings."""
-    from submitter import account, connect, image
+    from submitter import connect, image
+    from submitter.account import doctor as checks_mod
 
     settings = connect.resolve(_settings(ctx))
     types: list[str] = []
@@ -491,7 +497,7 @@ def doctor(
     except Exception as err:  # reported as the credentials check below
         typer.echo(f"FAIL credentials: {err}")
         aws = None
-    checks = account.doctor(settings, aws, types, image.engine)
+    checks = checks_mod.doctor(settings, aws, types, image.engine)
     for check in checks:
         typer.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         if not check.ok and check.fix:

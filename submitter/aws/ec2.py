@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter.aws.errors import translate
+
+if TYPE_CHECKING:
+    from submitter.aws.session import Aws
+
+
+def client(aws: Aws) -> Any:
+    return aws.client("ec2")
 
 
 @dataclass(frozen=True)
@@ -268,3 +275,16 @@ def launch_templates(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, 
 
 def security_groups(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _listed(ec2, "DescribeSecurityGroups", "SecurityGroups", filters)
+
+
+def availability_zones(ec2: Any) -> list[str]:
+    """The region's availability zone names (doctor: proves the region is enabled for the account)."""
+    with translate("ec2", "DescribeAvailabilityZones"):
+        return [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+
+
+def default_vcpus(ec2: Any, instance_types: list[str]) -> dict[str, int]:
+    """Default vCPUs of each instance type (what a spot vCPU quota counts)."""
+    with translate("ec2", "DescribeInstanceTypes", "check the instance type names (e.g. c5.large)"):
+        found = ec2.describe_instance_types(InstanceTypes=instance_types)["InstanceTypes"]
+    return {item["InstanceType"]: int(item["VCpuInfo"]["DefaultVCpus"]) for item in found}

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter.aws.errors import translate
+from submitter.errors import AwsError
+
+if TYPE_CHECKING:
+    from submitter.aws.session import Aws
 
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 POLICY_NAME = "submitter-run"
+
+
+def client(aws: Aws) -> Any:
+    return aws.client("iam")
 
 
 def ensure_instance_role(iam: Any, name: str, policy: dict[str, Any], tags: dict[str, str]) -> str:
@@ -80,3 +88,15 @@ def tagged_roles(iam: Any, name_prefix: str, tag: str) -> list[tuple[str, dict[s
                 if tag in tags:
                     found.append((role["RoleName"], tags))
     return found
+
+
+def denied_actions(iam: Any, principal_arn: str, actions: list[str]) -> list[str]:
+    """The `actions` the principal's policies do not allow (policy simulation), sorted. AwsError when the
+    simulation cannot run; its code is 'NotImplemented' where the API itself is missing (moto)."""
+    try:
+        with translate("iam", "SimulatePrincipalPolicy"):
+            results = iam.simulate_principal_policy(PolicySourceArn=principal_arn,
+                                                    ActionNames=actions)["EvaluationResults"]
+    except NotImplementedError as exc:
+        raise AwsError("iam", "SimulatePrincipalPolicy", "NotImplemented", "the endpoint does not offer it") from exc
+    return sorted(r["EvalActionName"] for r in results if r.get("EvalDecision") != "allowed")

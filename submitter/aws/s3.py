@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter.aws.errors import translate
+
+if TYPE_CHECKING:
+    from submitter.aws.session import Aws
 
 
 class S3:
@@ -88,6 +91,10 @@ class S3:
 # ------------------------------------------------------------------------------------------ the bucket itself
 # Used by `submitter init`: each reader returns the setting as S3 reports it (None: not set), so the caller
 # can compare it with what it wants and change only what differs.
+
+
+def client(aws: Aws) -> Any:
+    return aws.client("s3")
 
 
 def bucket_state(client: Any, bucket: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from submitter import account
+from submitter.account import doctor, init
 from submitter.aws.session import Aws
 from submitter.cli import app
 from submitter.errors import UsageError
@@ -37,9 +37,9 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return Settings(region=REGION, home=tmp_path / "home", ecr_repository=f"r-{uuid.uuid4().hex[:6]}", **extra)
 
 
-def _init(aws: Aws, settings: Settings, cwd: Path, **kw: Any) -> tuple[account.InitPlan, list[str]]:
-    plan = account.plan_init(aws, settings, cwd, **kw)
-    return plan, account.apply_init(plan, lambda _t: None)
+def _init(aws: Aws, settings: Settings, cwd: Path, **kw: Any) -> tuple[init.InitPlan, list[str]]:
+    plan = init.plan_init(aws, settings, cwd, **kw)
+    return plan, init.apply_init(plan, lambda _t: None)
 
 
 def _account_state(aws: Aws, bucket: str, repository: str) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def test_init_creates_a_private_encrypted_bucket_the_repository_and_a_key(aws: A
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     (pair,) = aws.client("ec2").describe_key_pairs(KeyNames=["fkey"], IncludePublicKey=True)["KeyPairs"]
-    assert pair["PublicKey"].split()[:2] == account.public_key_of(key).split()[:2]
+    assert pair["PublicKey"].split()[:2] == init.public_key_of(key).split()[:2]
 
     env = (tmp_path / ".env").read_text()
     for line in (f"SUBMITTER_BUCKET={bucket}", f"SUBMITTER_REGION={REGION}", "SUBMITTER_SSH_KEY=fkey",
@@ -112,10 +112,10 @@ def test_a_second_init_creates_and_changes_nothing(aws: Aws, tmp_path: Path) -> 
     key_before = (tmp_path / "home" / "keys" / "fkey2.pem").read_bytes()
     before = _account_state(aws, first.bucket, settings.ecr_repository)
 
-    again = account.plan_init(aws, settings, tmp_path, key_name="fkey2")
+    again = init.plan_init(aws, settings, tmp_path, key_name="fkey2")
     assert again.changes == [], [(s.kind, s.name, s.action) for s in again.changes]
     assert again.dotenv_changes() == {}
-    assert account.apply_init(again, lambda _t: None) == []
+    assert init.apply_init(again, lambda _t: None) == []
     assert _account_state(aws, first.bucket, settings.ecr_repository) == before
     assert (tmp_path / ".env").read_text() == env_before
     assert (tmp_path / "home" / "keys" / "fkey2.pem").read_bytes() == key_before
@@ -126,22 +126,22 @@ def test_init_repairs_a_half_made_bucket_and_keeps_other_env_lines(aws: Aws, tmp
     aws.client("s3").create_bucket(Bucket="fhalf", CreateBucketConfiguration={"LocationConstraint": REGION})
     (tmp_path / ".env").write_text("WANDB_API_KEY=abc\nSUBMITTER_BUCKET=fhalf\n")
     settings = _settings(tmp_path, bucket="fhalf")
-    plan = account.plan_init(aws, settings, tmp_path)
+    plan = init.plan_init(aws, settings, tmp_path)
     actions = {(s.kind.strip(), s.action) for s in plan.steps}
     assert ("S3 bucket", "ok") in actions and ("bucket setting", "set") in actions
-    account.apply_init(plan, lambda _t: None)
+    init.apply_init(plan, lambda _t: None)
     assert aws.client("s3").get_public_access_block(Bucket="fhalf")["PublicAccessBlockConfiguration"]["BlockPublicAcls"]
     assert "WANDB_API_KEY=abc" in (tmp_path / ".env").read_text().splitlines()
-    assert account.plan_init(aws, settings, tmp_path).changes == []
+    assert init.plan_init(aws, settings, tmp_path).changes == []
 
 
 def test_a_key_pair_whose_private_key_is_elsewhere_is_an_error_with_the_fix(aws: Aws, tmp_path: Path) -> None:
     aws.client("ec2").create_key_pair(KeyName="fother")
     with pytest.raises(UsageError) as err:
-        account.plan_init(aws, _settings(tmp_path), tmp_path, key_name="fother")
+        init.plan_init(aws, _settings(tmp_path), tmp_path, key_name="fother")
     assert "private key is not at" in err.value.what and "delete-key-pair" in (err.value.next_step or "")
     with pytest.raises(UsageError):
-        account.plan_init(aws, _settings(tmp_path), tmp_path, key_name="../escape")
+        init.plan_init(aws, _settings(tmp_path), tmp_path, key_name="../escape")
 
 
 def test_init_command_shows_the_plan_asks_and_is_idempotent(aws: Aws, tmp_path: Path,
@@ -164,28 +164,28 @@ def test_init_command_shows_the_plan_asks_and_is_idempotent(aws: Aws, tmp_path: 
 
 def test_doctor_reports_each_check_with_the_fix(aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings(tmp_path, bucket="fdoc")
-    checks = account.doctor(settings, aws, ["c5.large"], engine=None)
+    checks = doctor.doctor(settings, aws, ["c5.large"], engine=None)
     by_name = {c.name: c for c in checks}
     assert by_name["credentials"].ok and "arn:aws" in by_name["credentials"].detail
     assert not by_name["bucket"].ok and "init" in by_name["bucket"].fix
     assert not by_name["repository"].ok and by_name["repository"].fix == "run `submitter init`"
-    account.apply_init(account.plan_init(aws, settings, tmp_path), lambda _t: None)
-    by_name = {c.name: c for c in account.doctor(settings, aws, ["c5.large"], engine=None)}
+    init.apply_init(init.plan_init(aws, settings, tmp_path), lambda _t: None)
+    by_name = {c.name: c for c in doctor.doctor(settings, aws, ["c5.large"], engine=None)}
     assert by_name["bucket"].ok and by_name["repository"].ok
     assert "spot vCPU quota (standard)" in by_name
 
     def no_engine() -> Any:
         raise RuntimeError("no socket")
 
-    (engine,) = [c for c in account.doctor(settings, None, [], no_engine) if c.name == "docker engine"]
+    (engine,) = [c for c in doctor.doctor(settings, None, [], no_engine) if c.name == "docker engine"]
     assert not engine.ok and "dockerd" in engine.fix
 
 
 def test_quota_families() -> None:
-    assert account.quota_family("c5.large") == "standard"
-    assert account.quota_family("g4dn.xlarge") == "g"
-    assert account.quota_family("p3.2xlarge") == "p"
-    assert account.quota_family("inf2.xlarge") == "inf"
+    assert doctor.quota_family("c5.large") == "standard"
+    assert doctor.quota_family("g4dn.xlarge") == "g"
+    assert doctor.quota_family("p3.2xlarge") == "p"
+    assert doctor.quota_family("inf2.xlarge") == "inf"
     assert os.sep  # keep the import used on every platform
 
 

@@ -1,0 +1,1 @@
+"""What submitter needs once per account and region: `init` sets it up, `doctor` checks it."""

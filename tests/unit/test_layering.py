@@ -1,0 +1,77 @@
+"""The layering rules CI enforces: boto3/botocore and SDK clients only under submitter/aws/ (plus the sandbox
+and the instance runtime), and no module under submitter/ over 400 lines."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "submitter"
+SDK_ALLOWED = ("aws", "sandbox", "runtime")  # folders under submitter/ that may talk to boto3 directly
+MAX_LINES = 400
+VIOLATION = "import boto3\nfrom botocore.exceptions import ClientError\n\n__all__ = ['boto3', 'ClientError']\n"
+
+needs_ruff = pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed (the dev extra)")
+# The repository-wide checks pass only once every part of issue 13 has landed; until then they report (xfail)
+# without stopping `pytest -x`. Remove this marker when the refactor is complete.
+refactor_in_progress = pytest.mark.xfail(reason="issue 13 in progress: modules still being split or moved",
+                                         strict=False)
+
+
+def _ruff(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ruff", "check", "--no-cache", *args], cwd=REPO, input=stdin, text=True,
+                          capture_output=True, check=False)
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _sdk_allowed(path: Path) -> bool:
+    return path.relative_to(PACKAGE).parts[0] in SDK_ALLOWED
+
+
+@needs_ruff
+def test_ruff_refuses_boto3_outside_the_aws_folder() -> None:
+    result = _ruff("--select", "TID251", "--stdin-filename", "submitter/layering_violation.py", "-",
+                   stdin=VIOLATION)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TID251" in result.stdout and "`boto3` is banned" in result.stdout
+    assert "`botocore` is banned" in result.stdout
+    assert "only under submitter/aws/" in result.stdout
+
+
+@needs_ruff
+@pytest.mark.parametrize("allowed", ["submitter/aws/x.py", "submitter/sandbox/x.py", "submitter/runtime/x.py",
+                                     "tests/unit/x.py", "bench/x.py"])
+def test_ruff_allows_boto3_in_the_allowed_folders(allowed: str) -> None:
+    result = _ruff("--stdin-filename", allowed, "-", stdin=VIOLATION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_ruff
+@refactor_in_progress
+def test_the_repository_is_ruff_clean() -> None:
+    result = _ruff(".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@refactor_in_progress
+def test_no_module_under_submitter_is_over_400_lines() -> None:
+    long = {str(p.relative_to(REPO)): n for p in _modules()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+@refactor_in_progress
+def test_sdk_clients_are_made_only_under_the_aws_folder() -> None:
+    # A client is asked for by service name only inside an adapter (`ec2.client(aws)` hands it out).
+    call = re.compile(r"\.client\(\s*['\"]")
+    found = [f"{p.relative_to(REPO)}:{i}" for p in _modules() if not _sdk_allowed(p)
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if call.search(line)]
+    assert found == []
