@@ -1,0 +1,224 @@
+"""The job spec's pydantic models (JOBSPEC.md): every field, its default and what it accepts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from submitter.spec.values import (
+    ENV_NAME,
+    INSTANCE_TYPE,
+    MAX_RUNS,
+    NAME,
+    REGION,
+    Duration,
+    Grace,
+    TextMap,
+    absolute_dir,
+    scalar_text,
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ImageSpec(_Model):
+    dockerfile: str | None = None
+    context: str | None = None
+    build_args: TextMap = Field(default_factory=dict)
+    uri: str | None = None
+
+    @model_validator(mode="after")
+    def _uri_excludes_build(self) -> ImageSpec:
+        if self.uri and (self.dockerfile or self.context or self.build_args):
+            raise ValueError("give either uri (a prebuilt image) or dockerfile/context/build_args, not both")
+        return self
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_pinned(cls, value: str | None) -> str | None:
+        if value is not None and ("/" not in value or " " in value):
+            raise ValueError("expected an image reference like ACCOUNT.dkr.ecr.REGION.amazonaws.com/repo@sha256:...")
+        return value
+
+
+class Resources(_Model):
+    instance_types: list[str] = Field(min_length=1)
+    max_price: float | None = Field(default=None, gt=0, le=100)
+    region: str | None = None
+    volume_gb: int = Field(default=30, ge=1, le=16384)
+    gpus: Literal["auto"] | int = "auto"
+    backend: Literal["pool", "batch"] = "pool"  # pool: our own spot worker group; batch: AWS Batch (docs/batch.md)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, value: Any) -> Any:
+        if value in ("pool", "batch"):
+            return value
+        raise ValueError(f"expected pool (a worker pool of your own) or batch (AWS Batch), got {value!r}")
+
+    @field_validator("instance_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not isinstance(item, str) or not INSTANCE_TYPE.match(item):
+                raise ValueError(f"{item!r} is not an EC2 instance type, like g4dn.xlarge")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an instance type twice")
+        return value
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 16):
+            return value
+        raise ValueError(f"expected 'auto' or a whole number of GPUs from 0 to 16, got {value!r}")
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not REGION.match(value):
+            raise ValueError(f"{value!r} is not an AWS region, like us-east-1")
+        return value
+
+
+class Input(_Model):
+    source: str
+    target: str
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+                raise ValueError(f"{value!r} is not an S3 URI like s3://bucket/prefix/")
+        elif "://" in value:
+            raise ValueError(f"{value!r}: sources are local paths or s3:// URIs")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected an absolute container path under volume_mount, got {value!r}")
+        return "/" + value.strip("/")
+
+
+class Limits(_Model):
+    max_runtime: Duration = 8 * 3600.0
+    max_cost: float | None = Field(default=None, gt=0)
+    stop_grace: Grace = 90.0  # SIGTERM, then SIGKILL after this (spot notice, cancel, limits); a notice may shorten it
+
+
+class Queue(_Model):
+    max_workers: int = Field(default=1, ge=1, le=100)
+
+
+class Retries(_Model):
+    on_interruption: int = Field(default=3, ge=0, le=20)
+    on_failure: int = Field(default=0, ge=0, le=10)
+
+
+class JobSpec(_Model):
+    name: str
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    command: list[str]
+    env: TextMap = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    resources: Resources
+    volume_mount: str = "/data"
+    inputs: list[Input] = Field(default_factory=list)
+    outputs: str = "/outputs"
+    checkpoints: str | None = None
+    limits: Limits = Field(default_factory=Limits)
+    sweep: dict[str, list[str]] = Field(default_factory=dict)
+    queue: Queue = Field(default_factory=Queue)
+    retries: Retries = Field(default_factory=Retries)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not NAME.match(value):
+            raise ValueError(f"expected 1 to 40 characters of a-z, 0-9 and '-', got {value!r}")
+        return value
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("expected a command, got an empty string")
+            return ["/bin/sh", "-c", value]
+        if isinstance(value, list) and value:
+            try:
+                return [scalar_text(v) for v in value]
+            except ValueError:
+                raise ValueError("expected a list of strings (exec form) or one shell string") from None
+        raise ValueError("expected a list of strings (exec form), like [python, train.py], or one shell string")
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            raise ValueError(
+                "lists secret names only, like [WANDB_API_KEY]; values are never written in a spec: "
+                "they are read from the environment or .env at submit time"
+            )
+        if not isinstance(value, list):
+            raise ValueError("expected a list of names, like [WANDB_API_KEY]")
+        for item in value:
+            if not isinstance(item, str) or not ENV_NAME.match(item):
+                raise ValueError(
+                    f"{item!r} is not a secret name; list names only (like WANDB_API_KEY) and keep the "
+                    "value in the environment or .env"
+                )
+        return value
+
+    @field_validator("volume_mount", "outputs", "checkpoints", mode="before")
+    @classmethod
+    def _container_dirs(cls, value: Any, info: Any) -> Any:
+        return None if value is None else absolute_dir(value, info.field_name)
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _sweep(cls, value: Any) -> dict[str, list[str]]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of NAME: [value, ...]")
+        out: dict[str, list[str]] = {}
+        for key, values in value.items():
+            if not isinstance(key, str) or not ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid variable name")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{key}: expected a non-empty list of values, like [0.1, 0.01]")
+            try:
+                texts = [scalar_text(v) for v in values]
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"{key}: lists a value twice")
+            out[key] = texts
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        clash = sorted(set(self.env) & set(self.sweep))
+        if clash:
+            raise ValueError(f"{clash[0]} is set in both env and sweep; keep it in one of them")
+        dirs = {"volume_mount": self.volume_mount, "outputs": self.outputs}
+        if self.checkpoints:
+            dirs["checkpoints"] = self.checkpoints
+        if len(set(dirs.values())) != len(dirs):
+            raise ValueError(f"volume_mount, outputs and checkpoints must be different directories: {dirs}")
+        combos = 1
+        for values in self.sweep.values():
+            combos *= len(values)
+        if combos > MAX_RUNS:
+            raise ValueError(f"sweep makes {combos} runs; at most {MAX_RUNS} per submission")
+        return self
