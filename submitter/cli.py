@@ -395,10 +395,11 @@ def ssh(
     cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Open a shell (or run a command) on a run's instance; port 22 opens for your /32 only, then closes."""
-    from submitter import access, connect
+    from submitter import connect
+    from submitter.access import ssh as ssh_mod
 
     settings = connect.resolve(_settings(ctx))
-    code = access.ssh(connect.aws(settings), settings, run, command or [], cidr, _say)
+    code = ssh_mod.ssh(connect.aws(settings), settings, run, command or [], cidr, _say)
     if code:
         raise typer.Exit(code)
 
@@ -415,20 +416,18 @@ def notebook(
     cidr: str = typer.Option(None, "--cidr", help="Source CIDR for the temporary rule; default your /32."),
 ) -> None:
     """Run Jupyter (or forward any port) in the job container and open it on localhost."""
-    from submitter import access, connect
+    from submitter import connect
+    from submitter.notebook import open_notebook
 
     settings = connect.resolve(_settings(ctx))
-    aws = connect.aws(settings)
-    run = target
-    if Path(target).is_file():
-        run = access.submit_for_notebook(aws, settings, Path(target), os.environ, Path.cwd(), _say)
 
     def ready(nb: Any) -> None:
         typer.echo(f"open {nb.url}")
         sys.stdout.flush()
-        _say(f"forwarding localhost:{nb.local_port} -> {nb.remote[0]}:{nb.remote[1]} in {run}; Ctrl-C to stop")
+        _say(f"forwarding localhost:{nb.local_port} -> {nb.remote[0]}:{nb.remote[1]} in {nb.run_id}; Ctrl-C to stop")
 
-    access.notebook(aws, settings, run, port, local_port, command, not no_start, cidr, _say, ready)
+    open_notebook(connect.aws(settings), settings, target, port, local_port, command, not no_start, cidr, _say, ready,
+                  os.environ, Path.cwd())
 
 
 @app.command()

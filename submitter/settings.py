@@ -55,6 +55,10 @@ class Settings:
     def sandbox_dir(self) -> Path:
         return self.home / "sandbox"
 
+    def key_file(self, key_pair: str) -> Path:
+        """Where the private key of EC2 key pair `key_pair` lives (`init --key-pair` writes it; `ssh` reads it)."""
+        return self.home / "keys" / f"{key_pair}.pem"
+
     def with_sandbox(self) -> Settings:
         return replace(self, sandbox=True)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from submitter.account.init import PUBLIC_ACCESS_BLOCK, key_file
+from submitter.account.init import PUBLIC_ACCESS_BLOCK
 from submitter.aws import ec2 as ec2_api
 from submitter.aws import iam as iam_api
 from submitter.aws import quotas as quotas_api
@@ -139,7 +139,7 @@ def _ssh_key(aws: Aws, settings: Settings) -> str:
     name = settings.ssh_key or ""
     if not ec2_api.key_pair(ec2_api.client(aws), name):
         raise SettingsError("ssh key", f"SUBMITTER_SSH_KEY={name}: no such key pair in {aws.region}")
-    path = key_file(settings, name)
+    path = settings.key_file(name)
     if not path.is_file():
         raise SettingsError("ssh key", f"the private key {path} is missing", "copy it there (mode 0600)")
     if path.stat().st_mode & 0o077:

@@ -97,10 +97,6 @@ def account_id(aws: Aws) -> str:
     return sts.identity(sts.client(aws)).account
 
 
-def key_file(settings: Settings, name: str) -> Path:
-    return settings.home / "keys" / f"{name}.pem"
-
-
 def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = None,
               expire_days: int | None = None) -> InitPlan:
     """Read what exists and decide what to create or set; nothing is changed here."""
@@ -116,7 +112,7 @@ def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = No
     steps.append(_repository_step(aws, settings.ecr_repository))
     path = None
     if key_name:
-        path = key_file(settings, key_name)
+        path = settings.key_file(key_name)
         steps.append(_key_step(aws, key_name, path))
     dotenv = {"SUBMITTER_REGION": region, "SUBMITTER_BUCKET": bucket,
               "SUBMITTER_ECR_REPOSITORY": settings.ecr_repository}

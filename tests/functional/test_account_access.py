@@ -11,7 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from submitter import access
+from submitter.access import hostkeys
+from submitter.access import target as reach
 from submitter.aws.session import Aws
 from submitter.errors import RemoteError, UsageError
 from submitter.settings import Settings
@@ -42,18 +43,18 @@ def _rules(aws: Aws, group: str) -> list[str]:
     return [r["CidrIp"] for p in perms if p.get("FromPort") == 22 for r in p.get("IpRanges", [])]
 
 
-def _target(group: str) -> access.Target:
-    return access.Target("r-0", "i-0", "127.0.0.1", 22, "ec2-user", group, Path("k.pem"), "submitter-r-0")
+def _target(group: str) -> reach.Target:
+    return reach.Target("r-0", "i-0", "127.0.0.1", 22, "ec2-user", group, Path("k.pem"), "submitter-r-0")
 
 
 def test_the_rule_exists_only_inside_the_block_even_on_error_and_ctrl_c(aws: Aws) -> None:
     group = _group(aws)
     said: list[str] = []
-    with access.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
+    with reach.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
         assert _rules(aws, group) == ["198.51.100.7/32"]
     assert _rules(aws, group) == []
     for exc in (RuntimeError("boom"), KeyboardInterrupt()):
-        with pytest.raises(type(exc)), access.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
+        with pytest.raises(type(exc)), reach.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
             assert _rules(aws, group) == ["198.51.100.7/32"]
             raise exc
         assert _rules(aws, group) == []
@@ -64,47 +65,47 @@ def test_a_rule_that_was_already_there_is_left_alone(aws: Aws) -> None:
     group = _group(aws)
     aws.client("ec2").authorize_security_group_ingress(GroupId=group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "198.51.100.7/32"}]}])
-    with access.port_22_open(aws, _target(group), "198.51.100.7/32", lambda _t: None):
+    with reach.port_22_open(aws, _target(group), "198.51.100.7/32", lambda _t: None):
         pass
     assert _rules(aws, group) == ["198.51.100.7/32"]
 
 
 def test_caller_cidr() -> None:
-    assert access.caller_cidr(None, sandbox=True) == "127.0.0.1/32"
-    assert access.caller_cidr(None, sandbox=False, fetch=lambda: "203.0.113.9\n") == "203.0.113.9/32"
-    assert access.caller_cidr("203.0.113.9", sandbox=False) == "203.0.113.9/32"
-    assert access.caller_cidr("203.0.113.0/24", sandbox=False) == "203.0.113.0/24"
+    assert reach.caller_cidr(None, sandbox=True) == "127.0.0.1/32"
+    assert reach.caller_cidr(None, sandbox=False, fetch=lambda: "203.0.113.9\n") == "203.0.113.9/32"
+    assert reach.caller_cidr("203.0.113.9", sandbox=False) == "203.0.113.9/32"
+    assert reach.caller_cidr("203.0.113.0/24", sandbox=False) == "203.0.113.0/24"
     for wide in ("0.0.0.0/0", "10.0.0.0/8", "::/0"):
         with pytest.raises(UsageError):
-            access.caller_cidr(wide, sandbox=False)
+            reach.caller_cidr(wide, sandbox=False)
 
     def offline() -> str:
         raise OSError("no route")
 
     with pytest.raises(RemoteError) as err:
-        access.caller_cidr(None, sandbox=False, fetch=offline)
+        reach.caller_cidr(None, sandbox=False, fetch=offline)
     assert "--cidr" in (err.value.next_step or "")
 
 
 def test_host_keys_from_the_console_then_strict(tmp_path: Path) -> None:
     console = f"boot...\n-----BEGIN SSH HOST KEY KEYS-----\n{KEY} root@ip\n-----END SSH HOST KEY KEYS-----\n"
-    assert access.console_host_keys(console) == [KEY]
-    known = access.KnownHosts(tmp_path / "known_hosts")
+    assert hostkeys.console_host_keys(console) == [KEY]
+    known = hostkeys.KnownHosts(tmp_path / "known_hosts")
     said: list[str] = []
     with pytest.raises(RemoteError):
-        access.verify_host_key("i-1", OTHER, [KEY], known, said.append)
+        hostkeys.verify_host_key("i-1", OTHER, [KEY], known, said.append)
     assert known.get("i-1") == [], "a refused key is not recorded"
-    access.verify_host_key("i-1", KEY, [KEY], known, said.append)
+    hostkeys.verify_host_key("i-1", KEY, [KEY], known, said.append)
     assert known.get("i-1") == [KEY]
-    access.verify_host_key("i-1", KEY, [], known, said.append)  # recorded: console not needed
+    hostkeys.verify_host_key("i-1", KEY, [], known, said.append)  # recorded: console not needed
     with pytest.raises(RemoteError) as err:
-        access.verify_host_key("i-1", OTHER, [OTHER], known, said.append)
+        hostkeys.verify_host_key("i-1", OTHER, [OTHER], known, said.append)
     assert "NOT the key recorded" in err.value.what
     # No console keys yet: trusted on first use, loudly, then strict.
-    access.verify_host_key("i-2", KEY, [], known, said.append)
+    hostkeys.verify_host_key("i-2", KEY, [], known, said.append)
     assert said[-1].startswith("WARNING") and "first use" in said[-1]
     with pytest.raises(RemoteError):
-        access.verify_host_key("i-2", OTHER, [], known, said.append)
+        hostkeys.verify_host_key("i-2", OTHER, [], known, said.append)
 
 
 def test_locate_says_why_a_run_cannot_be_reached(aws: Aws, tmp_path: Path) -> None:
@@ -118,12 +119,12 @@ def test_locate_says_why_a_run_cannot_be_reached(aws: Aws, tmp_path: Path) -> No
 
     status("r-queued", state="queued")
     with pytest.raises(RemoteError, match="is queued"):
-        access.locate(aws, settings, "r-queued")
+        reach.locate(aws, settings, "r-queued")
     image = ec2.describe_images()["Images"][0]["ImageId"]
     (bare,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"]
     status("r-bare", state="running", instance_id=bare["InstanceId"])
     with pytest.raises(RemoteError) as err:
-        access.locate(aws, settings, "r-bare")
+        reach.locate(aws, settings, "r-bare")
     assert "without a key pair" in err.value.what and "--key-pair" in (err.value.next_step or "")
     ec2.create_key_pair(KeyName="fk")
     group = _group(aws)
@@ -131,10 +132,10 @@ def test_locate_says_why_a_run_cannot_be_reached(aws: Aws, tmp_path: Path) -> No
                                  SecurityGroupIds=[group])["Instances"]
     status("r-keyed", state="running", instance_id=keyed["InstanceId"])
     with pytest.raises(RemoteError, match="private key"):
-        access.locate(aws, settings, "r-keyed")
+        reach.locate(aws, settings, "r-keyed")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "fk.pem").write_text("x")
-    target = access.locate(aws, settings, "r-keyed")
+    target = reach.locate(aws, settings, "r-keyed")
     assert target.user == "ec2-user" and target.port == 22 and target.container == "submitter-r-keyed"
     assert target.group_id == group
     assert target.host == keyed.get("PublicIpAddress", target.host)
