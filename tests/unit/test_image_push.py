@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import io
 
-from submitter.image import (
-    _build_error,
-    _push_error,
-    account,
-    parse_reference,
-    pushed_bytes,
-)
+from submitter.image import parse_reference
+from submitter.image.build import build_error
+from submitter.image.push import push_error, push_log, pushed_bytes
 from submitter.progress import NullProgress, PlainProgress
 
 DIGEST = "sha256:363c09f1d52b4f76da87c61cb090c7bfa7308d503248f1b8135e866dba38a594"
@@ -80,7 +76,7 @@ COLD = (
 
 
 def test_one_line_change_counts_only_the_code_layer() -> None:
-    log = account(ONE_LINE_CHANGE)
+    log = push_log(ONE_LINE_CHANGE)
     assert log.uploaded == ["66e6f3c652f9"]
     assert sorted(log.reused) == sorted(d[7:19] for d in DIFF_IDS[:3])
     assert log.digest == DIGEST and log.manifest_size == 1156
@@ -91,27 +87,27 @@ def test_one_line_change_counts_only_the_code_layer() -> None:
 
 
 def test_cold_push_counts_every_layer() -> None:
-    log = account(COLD)
+    log = push_log(COLD)
     assert len(log.uploaded) == 4 and not log.reused
     sent, image = pushed_bytes(log, DIFF_IDS, MANIFEST)
     assert sent == image
 
 
 def test_mounted_blobs_are_not_counted_as_pushed() -> None:
-    log = account(MOUNTED)
+    log = push_log(MOUNTED)
     assert log.uploaded == [] and len(log.reused) == 4
     sent, _ = pushed_bytes(log, DIFF_IDS, MANIFEST)
     assert sent == 1156  # only the manifest went up
 
 
 def test_without_a_manifest_the_stream_counters_stand_in() -> None:
-    log = account(ONE_LINE_CHANGE)
+    log = push_log(ONE_LINE_CHANGE)
     sent, _ = pushed_bytes(log, DIFF_IDS, None)
     assert sent == 2560 + 1156
 
 
 def test_push_error_event_is_recorded() -> None:
-    log = account(
+    log = push_log(
         _prepare()
         + [
             {
@@ -125,29 +121,29 @@ def test_push_error_event_is_recorded() -> None:
 
 
 def test_push_errors_name_the_fix() -> None:
-    auth = _push_error("127.0.0.1:5055", "r/x", "unauthorized: authentication required")
+    auth = push_error("127.0.0.1:5055", "r/x", "unauthorized: authentication required")
     assert auth.where == "registry 127.0.0.1:5055" and "ecr:GetAuthorizationToken" in (auth.next_step or "")
-    denied = _push_error(
+    denied = push_error(
         "1.dkr",
         "r/x",
         "denied: User: arn:aws:iam::1:user/u is not authorized to perform: ecr:InitiateLayerUpload",
     )
     assert "policy" in denied.what and denied.next_step and "ecr:InitiateLayerUpload" in denied.next_step
-    full = _push_error("h", "r/x", "write /var/lib/docker/tmp/x: no space left on device")
+    full = push_error("h", "r/x", "write /var/lib/docker/tmp/x: no space left on device")
     assert "no space left" in full.what and "docker system prune" in (full.next_step or "")
     # a digest that happens to contain 401 is not an auth failure
-    other = _push_error("h", "r/x", "blob upload unknown sha256:ab401cd")
+    other = push_error("h", "r/x", "blob upload unknown sha256:ab401cd")
     assert "ecr:GetAuthorizationToken" not in (other.next_step or "")
 
 
 def test_build_error_shows_the_step_and_its_last_lines() -> None:
     tail = [f"line {i}" for i in range(20)][-15:]
-    err = _build_error("Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail)
+    err = build_error("Step 3/5 : RUN make", "The command '/bin/sh -c make' returned a non-zero code: 2", tail)
     text = err.render()
     assert err.where == "docker build"
     assert "Step 3/5 : RUN make failed: The command" in text
     assert "line 19" in text and "line 5" in text and "line 4" not in text
-    full = _build_error("Step 2/5 : RUN dd", "failed to copy: no space left on device", [])
+    full = build_error("Step 2/5 : RUN dd", "failed to copy: no space left on device", [])
     assert "docker system prune" in (full.next_step or "")
 
 
