@@ -66,17 +66,6 @@ class SpecError(UsageError):
         return "\n".join([p.render() for p in self.problems] + [f"  next: {self.next_step}"])
 
 
-class NotBuiltYet(SubmitterError):
-    """A command that exists in the interface but is not implemented yet: never a silent success."""
-
-    def __init__(self, command: str, issue: int) -> None:
-        super().__init__(
-            f"submitter {command}",
-            "this command is not built yet",
-            f"it is planned in issue #{issue}; until then use the AWS console or CLI for this step",
-        )
-
-
 class AwsError(SubmitterError):
     """An AWS call failed. Built by the adapters in submitter.aws from a botocore ClientError."""
 
