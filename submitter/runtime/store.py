@@ -202,9 +202,9 @@ class CliStore(Store):
 
 def connect(region: str, bucket: str) -> Store:
     """boto3's store when the image has boto3, else the CLI's (docs/batch.md: a Batch image needs one)."""
-    try:
-        import boto3  # noqa: F401  # only looked for: the runtime itself needs no third-party package
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("boto3") is None:  # only looked for: the runtime needs no third-party package
         return CliStore(region, bucket)
     from submitter.runtime.store_boto3 import Boto3Store
 
