@@ -58,6 +58,7 @@ RUNTIME=/opt/submitter/runtime.pyz
 retry aws s3 cp --only-show-errors "$RUNTIME_URI" "$RUNTIME" || give_up "cannot fetch $RUNTIME_URI"
 echo "$RUNTIME_SHA256  $RUNTIME" | sha256sum -c --quiet - \
   || give_up "$RUNTIME_URI is not the runtime this submission was planned with (SHA-256 mismatch)"
+echo "runtime $RUNTIME_SHA256 verified"
 
 python3 "$RUNTIME" agent --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
   --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION"

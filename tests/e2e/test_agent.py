@@ -1,10 +1,11 @@
-"""The on-instance agent end to end in the sandbox, without the submit pipeline: a submission staged by hand
-(submission.json, agent.py, queue messages, an image pushed to the sandbox registry), the real boot script
-as user-data, a real /dev/sdf volume; every result read back from S3."""
+"""The instance runtime's pool agent end to end in the sandbox, without the submit pipeline: a submission
+staged by hand (submission.json, runtime.pyz, queue messages, an image pushed to the sandbox registry), the
+real boot script as user-data, a real /dev/sdf volume; every result read back from S3."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from submitter.boot import render
+from submitter import contract
+from submitter.runtime import artefact
 from submitter.sandbox import api
+from submitter.sandbox import state as sandbox_state
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "submitter" / "boot" / "agent.py"
 AMI = "ami-12c6146b"  # any image id moto knows; the simulated host ignores it
 FAST = {"EPOCHS": "2", "SAMPLES": "300"}
 
@@ -61,9 +63,10 @@ class Staged:
         suffix = uuid.uuid4().hex[:8]
         self.prefix = f"e2e-agent-{suffix}"
         self.submission = f"agent-{suffix}"
+        self.layout = contract.Layout(self.prefix)
         self.queue_url = self.sqs.create_queue(QueueName=f"submitter-{self.submission}")["QueueUrl"]
-        inputs = f"s3://{self.bucket}/{self.prefix}/inputs/{suffix}/"
-        self.put(f"inputs/{suffix}/readme.txt", b"staged input\n")
+        inputs = self.layout.uri(self.bucket, self.layout.input(suffix))
+        self.put(self.layout.input(suffix) + "readme.txt", b"staged input\n")
         self.doc = {
             "version": 1, "submission_id": self.submission, "job": "agent-e2e",
             "region": sandbox.state["region"], "queue_name": f"submitter-{self.submission}", "image": image,
@@ -71,38 +74,39 @@ class Staged:
             "volume_mount": "/data", "outputs": "/outputs", "checkpoints": "/checkpoints", "gpus": "auto",
             "max_runtime": 600, "max_cost": None, "retries": {"on_interruption": 2, "on_failure": 0},
             "inputs": [{"uri": inputs, "target": "/data/staged", "kind": "dir"}],
-            "secrets": {"names": [], "ssm_prefix": f"/submitter/{self.submission}/"},
+            "secrets": {"names": [], "ssm_prefix": contract.secrets_prefix(self.submission)},
             "grace_seconds": 30, "deadman_minutes": 30, **overrides,
         }
-        self.put(f"submissions/{self.submission}/submission.json", json.dumps(self.doc).encode())
-        self.put(f"submissions/{self.submission}/agent.py", AGENT.read_bytes())
+        self.put(self.layout.submission_doc(self.submission), json.dumps(self.doc).encode())
+        self.put(self.layout.runtime(self.submission), artefact.build())
         self.run_ids = [f"{self.submission}-{i}" for i in range(len(runs))]
         for index, (run_id, env) in enumerate(zip(self.run_ids, runs, strict=True)):
-            self.put(f"runs/{run_id}/status.json", json.dumps({
+            self.put(self.layout.status(run_id), json.dumps({
                 "run_id": run_id, "submission_id": self.submission, "job": "agent-e2e", "state": "queued",
                 "attempt": 1, "interruptions": 0, "failures": 0, "created_at": "2026-11-26T07:00:00Z"}).encode())
             self.sqs.send_message(QueueUrl=self.queue_url,
-                                  MessageBody=json.dumps({"run_id": run_id, "index": index, "env": env}))
+                                  MessageBody=json.dumps(contract.run_message(run_id, index, env)))
 
     def put(self, key: str, body: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=body)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def text(self, key: str) -> str | None:
         try:
-            return str(self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}")["Body"].read().decode())
+            return str(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode())
         except self.s3.exceptions.NoSuchKey:
             return None
 
     def status(self, run_id: str) -> dict[str, Any]:
-        return dict(json.loads(self.text(f"runs/{run_id}/status.json") or "{}"))
+        return dict(json.loads(self.text(self.layout.status(run_id)) or "{}"))
 
     def keys(self, under: str) -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{under}")
-        return [o["Key"][len(self.prefix) + 1:] for page in pages for o in page.get("Contents", [])]
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=under)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def launch(self) -> str:
-        user_data = render({"SUBMISSION": self.submission, "BUCKET": self.bucket, "PREFIX": self.prefix,
-                            "GROUP": f"submitter-{self.submission}", "DEADMAN_MINUTES": 30})
+        user_data = artefact.user_data({
+            "SUBMISSION": self.submission, "BUCKET": self.bucket, "PREFIX": self.prefix,
+            "GROUP": f"submitter-{self.submission}", "DEADMAN_MINUTES": 30, "RUNTIME_SHA256": artefact.sha256()})
         out = self.ec2.run_instances(
             ImageId=AMI, InstanceType="c5.large", MinCount=1, MaxCount=1, UserData=user_data,
             IamInstanceProfile={"Name": self.sandbox.instance_profile()},
@@ -130,7 +134,7 @@ def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image
     staged = Staged(sandbox, image, [dict(FAST), {**FAST, "FAIL_WITH": "3"}],
                     command=["/bin/sh", "-c", 'echo "token length ${#E2E_TOKEN}"; exec python train.py'])
     staged.doc["secrets"]["names"] = ["E2E_TOKEN"]
-    staged.put(f"submissions/{staged.submission}/submission.json", json.dumps(staged.doc).encode())
+    staged.put(staged.layout.submission_doc(staged.submission), json.dumps(staged.doc).encode())
     sandbox.client("ssm").put_parameter(Name=f"/submitter/{staged.submission}/E2E_TOKEN", Value=secret,
                                         Type="SecureString")
     iid = staged.launch()
@@ -143,20 +147,20 @@ def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image
     assert ok["attempt"] == 1 and ok["instance_type"] == "c5.large" and ok["started_at"] <= ok["ended_at"]
     assert bad["state"] == "failed" and bad["exit_code"] == 3 and bad["reason"] == "exit code 3", bad
     for run_id in staged.run_ids:
-        keys = staged.keys(f"runs/{run_id}/")
+        keys = staged.keys(staged.layout.run(run_id))
         for expected in ("outputs/metrics.json", "outputs/model.json", "checkpoints/checkpoint.json",
                          "logs/container.log", "logs/agent.log", "logs/chunks/000000.log"):
-            assert f"runs/{run_id}/{expected}" in keys, (expected, keys)
-    metrics = json.loads(staged.text(f"runs/{staged.run_ids[0]}/outputs/metrics.json") or "{}")
+            assert staged.layout.run(run_id) + expected in keys, (expected, keys)
+    metrics = json.loads(staged.text(staged.layout.outputs(staged.run_ids[0]) + "metrics.json") or "{}")
     assert metrics["status"] == "completed", metrics
-    container_log = staged.text(f"runs/{staged.run_ids[0]}/logs/container.log") or ""
-    chunks = "".join(staged.text(k) or "" for k in sorted(staged.keys(f"runs/{staged.run_ids[0]}/logs/chunks/")))
+    container_log = staged.text(staged.layout.container_log(staged.run_ids[0])) or ""
+    chunks = "".join(staged.text(k) or "" for k in sorted(staged.keys(staged.layout.chunks(staged.run_ids[0]))))
     assert container_log and chunks == container_log
     assert f"token length {len(secret)}" in container_log  # the secret reached the container...
     for run_id in staged.run_ids:  # ...and no log holds it
-        assert secret not in (staged.text(f"runs/{run_id}/logs/agent.log") or "")
+        assert secret not in (staged.text(staged.layout.agent_log(run_id)) or "")
     assert secret not in _boot_log(sandbox, iid)
-    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{iid}.json") or "{}")
+    report = json.loads(staged.text(staged.layout.instance_report(staged.submission, iid)) or "{}")
     assert report["state"] == "drained" and [r["state"] for r in report["runs"]] == ["succeeded", "failed"]
     assert staged.visible_messages() == 0
     assert "agent exited with 0" in _boot_log(sandbox, iid)
@@ -168,13 +172,20 @@ def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox
     first = staged.launch()
     try:
         sandbox.wait_for(lambda: staged.status(run_id).get("state") == "running", 240, "the run to start")
+        # What runs on the host is byte for byte the artefact staged, which is the one these tests ran.
+        host_copy = f"/opt/submitter/{contract.RUNTIME_ARTEFACT}"
+        on_host = subprocess.run(["docker", "exec", sandbox_state.CONTAINER_PREFIX + first, "cat", host_copy],
+                                 capture_output=True, check=True).stdout
+        staged_copy = staged.s3.get_object(Bucket=staged.bucket, Key=staged.layout.runtime(staged.submission))["Body"]
+        assert on_host == staged_copy.read() == artefact.build()
+        assert hashlib.sha256(on_host).hexdigest() == artefact.sha256()
         time.sleep(12)  # a few epochs, each checkpointed on the instance (the periodic sync is 60 s apart)
         api.interrupt(sandbox.settings, first, 40)
         sandbox.wait_for(lambda: staged.status(run_id).get("state") == "interrupted", 90,
                          "the run to be interrupted")
         interrupted = staged.status(run_id)
         assert interrupted["interruptions"] == 1 and interrupted["exit_code"] == 143, interrupted
-        assert any(k.endswith("checkpoint.json") for k in staged.keys(f"runs/{run_id}/checkpoints/"))
+        assert any(k.endswith("checkpoint.json") for k in staged.keys(staged.layout.checkpoints(run_id)))
         sandbox.wait_state(first, "terminated", timeout=120)
     finally:
         print(_boot_log(sandbox, first))
@@ -188,11 +199,11 @@ def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox
     done = staged.status(run_id)
     assert done["state"] == "succeeded" and done["attempt"] == 2 and done["interruptions"] == 1, done
     assert done["instance_id"] == second
-    metrics = json.loads(staged.text(f"runs/{run_id}/outputs/metrics.json") or "{}")
+    metrics = json.loads(staged.text(staged.layout.outputs(run_id) + "metrics.json") or "{}")
     assert metrics["status"] == "completed", metrics
-    agent_log = staged.text(f"runs/{run_id}/logs/agent.log") or ""
+    agent_log = staged.text(staged.layout.agent_log(run_id)) or ""
     assert "spot interruption notice" in agent_log and "checkpoints restored: 1 file(s)" in agent_log
-    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{first}.json") or "{}")
+    report = json.loads(staged.text(staged.layout.instance_report(staged.submission, first)) or "{}")
     assert report["state"] == "interrupted", report
 
 
@@ -208,7 +219,7 @@ def test_a_refused_image_pull_fails_every_run_with_the_reason(sandbox: Any, imag
         status = staged.status(run_id)
         assert status["state"] == "failed" and status["reason"].startswith("image pull refused: "), status
         assert "manifest unknown" in status["reason"] and status["instance_id"] == iid
-    report = json.loads(staged.text(f"submissions/{staged.submission}/instances/{iid}.json") or "{}")
+    report = json.loads(staged.text(staged.layout.instance_report(staged.submission, iid)) or "{}")
     assert report["state"] == "boot-failed" and report["reason"].startswith("image pull refused: ")
     assert staged.visible_messages() == 0
     assert "agent exited with 1" in _boot_log(sandbox, iid)
@@ -222,7 +233,7 @@ def test_cancel_retry_on_failure_and_max_runtime(sandbox: Any, image: str) -> No
     iid = staged.launch()
     try:
         sandbox.wait_for(lambda: staged.status(cancelled).get("state") == "running", 240, "the first run to start")
-        staged.put(f"runs/{cancelled}/cancel", b"")
+        staged.put(staged.layout.run_cancel(cancelled), b"")
         sandbox.wait_state(iid, "terminated", timeout=420)
     finally:
         print(_boot_log(sandbox, iid))
@@ -234,6 +245,6 @@ def test_cancel_retry_on_failure_and_max_runtime(sandbox: Any, image: str) -> No
     status = staged.status(too_long)
     assert status["state"] == "failed" and status["reason"] == "max_runtime 25s reached", status
     for run_id in staged.run_ids:  # whatever the ending, the outputs and logs are kept
-        keys = staged.keys(f"runs/{run_id}/")
-        assert f"runs/{run_id}/outputs/metrics.json" in keys and f"runs/{run_id}/logs/container.log" in keys
+        keys = staged.keys(staged.layout.run(run_id))
+        assert staged.layout.outputs(run_id) + "metrics.json" in keys and staged.layout.container_log(run_id) in keys
     assert staged.visible_messages() == 0

@@ -3,6 +3,7 @@ agent on simulated hosts, real loop-device volumes; every result read back from 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from submitter import contract
+from submitter.runtime import artefact
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +93,11 @@ def test_a_sweep_runs_on_one_worker_in_turn_and_leaves_results_and_nothing_billi
     # The image was pulled once by the one worker, though it ran two runs.
     boot_log = _cli(sandbox_env, "sandbox", "logs", runs[0]["instance_id"]).stdout
     assert boot_log.count("pulled ") == 1, boot_log[-3000:]
+    # The runtime staged is the artefact these tests ran, and the host ran it only after checking its hash.
+    layout = contract.Layout("submitter")
+    staged = s3.get_object(Bucket=bucket, Key=layout.runtime(submission["submission_id"]))["Body"].read()
+    assert hashlib.sha256(staged).hexdigest() == artefact.sha256()
+    assert f"runtime {artefact.sha256()} verified" in boot_log
     _assert_nothing_left(sandbox_clients, submission["submission_id"])
 
     # results from the job name, as a user would download them
