@@ -1,36 +1,28 @@
-"""The plan: a pure function of a loaded spec, the settings and spot prices. `--dry-run` prints it.
+"""The plan: a pure function of a loaded spec, the settings and spot prices; backend-neutral.
 
-It names every resource a submission will create (deterministically, from the submission id, so a
-retried submit creates nothing twice), renders the boot script, the instance role policy and the launch
-settings, and estimates the cost. `lookup_prices` is the one impure helper: it only reads prices.
+It names the submission and its runs (deterministically, from the submission id, so a retried submit creates
+nothing twice), resolves the image, ranks the spot placements and estimates the cost. What only one backend
+needs (a worker pool's launch template and queue, a Batch job definition) each backend builds from this plan
+(submitter/backends/); `--dry-run` prints both. `lookup_prices` is the one impure helper: it only reads prices.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from submitter import boot, pricing
+from submitter import contract, pricing
 from submitter.aws.ec2 import SpotPrice
 from submitter.context import PLATFORM, content_tag
 from submitter.errors import CapacityError, UsageError
 from submitter.settings import Settings
-from submitter.spec import LoadedSpec, Run, expand, submission_id
+from submitter.spec import JobSpec, LoadedSpec, Run, expand, submission_id
 
-DEADMAN_MARGIN_S = 15 * 60  # boot, pull and upload on top of max_runtime before the host powers off
-DATA_DEVICE = "/dev/sdf"
-AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
-GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 GPU_FAMILIES = ("p", "g", "dl", "trn", "inf")
-SPOT_ALLOCATION = "price-capacity-optimized"  # cheapest pools that are also least likely to be reclaimed
-QUEUE_RETENTION_S = 14 * 86400
-VISIBILITY_TIMEOUT_S = 300  # the agent extends it while a run is alive, so a dead worker's run reappears fast
 
 
 @dataclass(frozen=True)
@@ -55,33 +47,6 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Names:
-    """Every resource name of one submission, derived from its id."""
-
-    queue: str
-    dead_letter_queue: str
-    launch_template: str
-    group: str
-    security_group: str
-    role: str
-    instance_profile: str
-
-    @classmethod
-    def of(cls, submission: str) -> Names:
-        base = f"submitter-{submission}"
-        role = _fit(base, 64)
-        return cls(
-            queue=_fit(base, 76),
-            dead_letter_queue=_fit(base, 76) + "-dlq",
-            launch_template=_fit(base, 128),
-            group=_fit(base, 255),
-            security_group=_fit(base, 255),
-            role=role,
-            instance_profile=role,
-        )
-
-
-@dataclass(frozen=True)
 class Plan:
     submission_id: str
     job: str
@@ -89,31 +54,40 @@ class Plan:
     region: str
     bucket: str | None
     prefix: str
+    backend: str  # the name of the backend that runs it (resources.backend or --backend; backends/ resolves it)
     runs: list[Run]
     command: list[str]
     image: dict[str, Any]
     placements: list[Placement]
     excluded: list[Placement]
     price_note: str
-    names: Names
-    user_data: str
-    iam_policy: dict[str, Any]
-    launch_template: dict[str, Any]
-    group: dict[str, Any]
-    security_group: dict[str, Any]
-    queue: dict[str, Any]
     tags: dict[str, str]
     estimate: dict[str, Any]
+    account: str  # for ARNs; a policy variable when the account is not known (a dry run)
+    ecr_repository: str
+    ssh_key: str | None
     loaded: LoadedSpec = field(repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def workers(self) -> int:
-        return min(len(self.runs), self.loaded.spec.queue.max_workers)
+    def spec(self) -> JobSpec:
+        return self.loaded.spec
+
+    @property
+    def layout(self) -> contract.Layout:
+        return contract.Layout(self.prefix)
+
+    @property
+    def role(self) -> str:
+        """The submission's own IAM role: the workers' instance role, or the Batch jobs' job role."""
+        return role_name(self.submission_id)
+
+    @property
+    def bucket_or_placeholder(self) -> str:
+        return self.bucket or "UNSET-BUCKET"
 
     def to_json(self) -> dict[str, Any]:
-        launch_template = dict(self.launch_template)
-        launch_template["UserData"] = f"<base64 of user_data: {len(self.user_data.encode())} bytes>"
+        """The backend-neutral part; backends.dry_run adds the backend's own."""
         return {
             "submission_id": self.submission_id,
             "job": self.job,
@@ -121,6 +95,7 @@ class Plan:
             "region": self.region,
             "bucket": self.bucket,
             "prefix": self.prefix,
+            "backend": self.backend,
             "runs": [
                 {"run_id": r.run_id, "index": r.index, "sweep": r.sweep, "env": r.env, "command": self.command,
                  "s3": self.run_uri(r.run_id)}
@@ -132,23 +107,13 @@ class Plan:
                 "excluded_over_max_price": [_placement_json(p) for p in self.excluded],
                 "note": self.price_note,
             },
-            "launch": {
-                "names": asdict(self.names),
-                "workers": self.workers,
-                "launch_template": launch_template,
-                "auto_scaling_group": self.group,
-                "security_group": self.security_group,
-                "queue": self.queue,
-                "tags": self.tags,
-            },
-            "user_data": self.user_data,
-            "iam_policy": self.iam_policy,
+            "tags": self.tags,
             "estimate": self.estimate,
             "warnings": self.warnings,
         }
 
     def run_uri(self, run_id: str) -> str:
-        return f"s3://{self.bucket or '<bucket>'}/{self.prefix}/runs/{run_id}/"
+        return contract.Layout.uri(self.bucket or "<bucket>", self.layout.run(run_id))
 
 
 def make_plan(
@@ -160,10 +125,12 @@ def make_plan(
     token: str | None = None,
     account: str | None = None,
     submission: str | None = None,
+    backend: str | None = None,
 ) -> Plan:
     """Everything a submission will do, computed without touching AWS or docker.
 
-    `submission` re-uses an id (a retried submit), so every name and message is the same as before."""
+    `submission` re-uses an id (a retried submit), so every name and message is the same as before; `backend`
+    overrides the spec's resources.backend."""
     spec = loaded.spec
     now = now or datetime.now(timezone.utc)
     if submission is None:
@@ -173,62 +140,35 @@ def make_plan(
                          f"use an id like {spec.name}-20261126-070000-abc123 from an earlier submit")
     runs = expand(spec, submission)
     region = spec.resources.region or settings.region
-    names = Names.of(submission)
     warnings: list[str] = []
     if not settings.bucket:
         warnings.append("no bucket is set: run `submitter init` or set SUBMITTER_BUCKET before submitting")
-    bucket = settings.bucket
-    acct = account or "${aws:PrincipalAccount}"
     placements, excluded = _placements(loaded, region, lookup)
-    image = _image(loaded, settings, region, account)
-    deadline = now + timedelta(seconds=spec.limits.max_runtime + DEADMAN_MARGIN_S)
+    deadline = now + timedelta(seconds=spec.limits.max_runtime + contract.DEADMAN_MARGIN_S)
     tags = {
-        "submitter:submission": submission,
-        "submitter:job": spec.name,
-        "submitter:deadline": deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        contract.TAG_SUBMISSION: submission,
+        contract.TAG_JOB: spec.name,
+        contract.TAG_DEADLINE: contract.iso(deadline),
     }
-    user_data = boot.render({
-        "SUBMISSION": submission,
-        "BUCKET": bucket or "UNSET-BUCKET",
-        "PREFIX": settings.prefix,
-        "GROUP": names.group,
-        "DEADMAN_MINUTES": math.ceil((spec.limits.max_runtime + DEADMAN_MARGIN_S) / 60),
-    })
     return Plan(
         submission_id=submission,
         job=spec.name,
         spec_file=str(loaded.path),
         region=region,
-        bucket=bucket,
+        bucket=settings.bucket,
         prefix=settings.prefix,
+        backend=backend or spec.resources.backend,
         runs=runs,
         command=spec.command,
-        image=image,
+        image=_image(loaded, settings, region, account),
         placements=placements,
         excluded=excluded,
         price_note=lookup.note,
-        names=names,
-        user_data=user_data,
-        iam_policy=instance_policy(loaded, settings, names, region, acct, bucket or "UNSET-BUCKET"),
-        launch_template=_launch_template(loaded, names, tags, user_data) | (
-            {"KeyName": settings.ssh_key} if settings.ssh_key else {}),  # only when asked: `submitter ssh`
-        group=_group(loaded, names, tags, len(runs), placements),
-        security_group={
-            "GroupName": names.security_group,
-            "Description": f"submitter {submission}: no inbound rules",
-            "IpPermissions": [],
-        },
-        queue={
-            "QueueName": names.queue,
-            "DeadLetterQueueName": names.dead_letter_queue,
-            "VisibilityTimeout": VISIBILITY_TIMEOUT_S,
-            "MessageRetentionPeriod": QUEUE_RETENTION_S,
-            "maxReceiveCount": spec.retries.on_interruption + spec.retries.on_failure + 2,
-            "messages": len(runs),
-            "SqsManagedSseEnabled": True,
-        },
         tags=tags,
         estimate=_estimate(loaded, region, len(runs), placements),
+        account=account or "${aws:PrincipalAccount}",
+        ecr_repository=settings.ecr_repository,
+        ssh_key=settings.ssh_key,
         loaded=loaded,
         warnings=warnings,
     )
@@ -282,155 +222,13 @@ def _placements(loaded: LoadedSpec, region: str, lookup: PriceLookup) -> tuple[l
     return eligible, excluded
 
 
-def _is_gpu(instance_type: str) -> bool:
+def is_gpu(instance_type: str) -> bool:
     return instance_type.split(".")[0].startswith(GPU_FAMILIES)
 
 
-def _launch_template(loaded: LoadedSpec, names: Names, tags: dict[str, str], user_data: str) -> dict[str, Any]:
-    spec = loaded.spec
-    gpu = spec.resources.gpus != 0 and any(_is_gpu(t) for t in spec.resources.instance_types)
-    tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
-    return {
-        "ImageId": f"resolve:ssm:{GPU_AMI_PARAMETER if gpu else AMI_PARAMETER}",
-        "UserData": base64.b64encode(user_data.encode()).decode(),
-        "IamInstanceProfile": {"Name": names.instance_profile},
-        "InstanceInitiatedShutdownBehavior": "terminate",
-        "MetadataOptions": {
-            "HttpTokens": "required",
-            "HttpPutResponseHopLimit": 2,  # 2 so the job container can reach IMDSv2 through the bridge
-            "HttpEndpoint": "enabled",
-        },
-        "BlockDeviceMappings": [{
-            "DeviceName": DATA_DEVICE,
-            "Ebs": {
-                "VolumeSize": spec.resources.volume_gb,
-                "VolumeType": "gp3",
-                "Encrypted": True,
-                "DeleteOnTermination": True,
-            },
-        }],
-        "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": tag_list},
-            {"ResourceType": "volume", "Tags": tag_list},
-        ],
-    }
-
-
-def _group(
-    loaded: LoadedSpec, names: Names, tags: dict[str, str], runs: int, placements: list[Placement]
-) -> dict[str, Any]:
-    spec = loaded.spec
-    # Cheapest candidates first: the order is the preference where the strategy is prioritised.
-    types = list(dict.fromkeys([p.instance_type for p in placements] + spec.resources.instance_types))
-    distribution: dict[str, Any] = {
-        "OnDemandBaseCapacity": 0,
-        "OnDemandPercentageAboveBaseCapacity": 0,
-        "SpotAllocationStrategy": SPOT_ALLOCATION,
-    }
-    if spec.resources.max_price is not None:
-        distribution["SpotMaxPrice"] = f"{spec.resources.max_price:.4f}"
-    return {
-        "AutoScalingGroupName": names.group,
-        "MinSize": 0,
-        "MaxSize": spec.queue.max_workers,
-        "DesiredCapacity": min(runs, spec.queue.max_workers),
-        "AvailabilityZones": sorted({p.availability_zone for p in placements}) or "any with a subnet",
-        "MixedInstancesPolicy": {
-            "LaunchTemplate": {
-                "LaunchTemplateSpecification": {"LaunchTemplateName": names.launch_template, "Version": "$Latest"},
-                "Overrides": [{"InstanceType": t} for t in types],
-            },
-            "InstancesDistribution": distribution,
-        },
-        "NewInstancesProtectedFromScaleIn": False,
-        "Tags": [{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    }
-
-
-def instance_policy(
-    loaded: LoadedSpec, settings: Settings, names: Names, region: str, account: str, bucket: str
-) -> dict[str, Any]:
-    """The instance role's only permissions: this submission's S3 keys and queue, pulls from the
-    repository, its secrets, and leaving its own group."""
-    spec = loaded.spec
-    submission = names.group.removeprefix("submitter-")
-    prefix = settings.prefix
-    own = [f"{prefix}/runs/{submission}*", f"{prefix}/submissions/{submission}/*"]
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "OwnRunObjects",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in own],
-        },
-        {
-            "Sid": "StagedInputs",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/inputs/*"],
-        },
-        {
-            "Sid": "ListOwnPrefixes",
-            "Effect": "Allow",
-            "Action": ["s3:ListBucket"],
-            "Resource": [f"arn:aws:s3:::{bucket}"],
-            "Condition": {"StringLike": {"s3:prefix": [*own, f"{prefix}/inputs/*"]}},
-        },
-        {
-            "Sid": "OwnQueue",
-            "Effect": "Allow",
-            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                       "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
-            "Resource": [f"arn:aws:sqs:{region}:{account}:{names.queue}"],
-        },
-        {
-            "Sid": "EcrLogin",
-            "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
-            "Resource": ["*"],  # this action has no resource-level scoping
-        },
-        {
-            "Sid": "PullTrainingImage",
-            "Effect": "Allow",
-            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-            "Resource": [f"arn:aws:ecr:{region}:{account}:repository/{settings.ecr_repository}"],
-        },
-        {
-            "Sid": "LeaveOwnGroup",
-            "Effect": "Allow",
-            "Action": ["autoscaling:TerminateInstanceInAutoScalingGroup"],
-            "Resource": [
-                f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{names.group}"
-            ],
-        },
-        {
-            "Sid": "ReadSpotPrice",
-            "Effect": "Allow",
-            "Action": ["ec2:DescribeSpotPriceHistory"],
-            "Resource": ["*"],  # read-only, no resource-level scoping exists
-        },
-    ]
-    if spec.secrets:
-        statements.append({
-            "Sid": "OwnSecrets",
-            "Effect": "Allow",
-            "Action": ["ssm:GetParameters", "ssm:GetParameter"],
-            "Resource": [f"arn:aws:ssm:{region}:{account}:parameter/submitter/{submission}/*"],
-        })
-    s3_inputs = sorted({i.source for i in spec.inputs if i.source.startswith("s3://")})
-    if s3_inputs:
-        statements.append({
-            "Sid": "ReadS3Inputs",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:ListBucket"],
-            "Resource": sorted({arn for uri in s3_inputs for arn in _s3_arns(uri)}),
-        })
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def _s3_arns(uri: str) -> list[str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{key}*"]
+def uses_gpu(spec: JobSpec) -> bool:
+    """The job wants GPUs: one of its types has them and it did not ask for none."""
+    return spec.resources.gpus != 0 and any(is_gpu(t) for t in spec.resources.instance_types)
 
 
 def _estimate(loaded: LoadedSpec, region: str, runs: int, placements: list[Placement]) -> dict[str, Any]:
@@ -474,7 +272,11 @@ def _placement_json(p: Placement) -> dict[str, Any]:
             "spot_price": p.spot_price, "on_demand": p.on_demand, "savings": p.savings}
 
 
-def _fit(name: str, limit: int) -> str:
+def role_name(submission: str) -> str:
+    return fit(f"submitter-{submission}", 64)
+
+
+def fit(name: str, limit: int) -> str:
     """`name` if it fits AWS's length limit, else a prefix of it plus a short hash (still unique)."""
     if len(name) <= limit:
         return name
@@ -487,16 +289,17 @@ def _fit(name: str, limit: int) -> str:
 
 def lookup_prices(loaded: LoadedSpec, settings: Settings) -> PriceLookup:
     """Read live spot prices (and the AZs with subnets) when credentials are at hand; never creates anything."""
-    from submitter.aws import session
+    from submitter import connect
+    from submitter.aws.ec2 import client as ec2_client
     from submitter.aws.ec2 import spot_prices, subnet_zones
     from submitter.errors import SubmitterError
 
-    if not session.has_credentials(settings):
+    if not connect.has_credentials(settings):
         where = "the sandbox is not running" if settings.sandbox else "no AWS credentials"
         return PriceLookup(None, f"spot prices unknown ({where})")
     try:
-        aws = session.connect(settings)
-        ec2 = aws.client("ec2")
+        aws = connect.aws(settings)
+        ec2 = ec2_client(aws)
         prices = spot_prices(ec2, loaded.spec.resources.instance_types)
         zones = subnet_zones(ec2)
     except SubmitterError as err:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from submitter import contract
+
 if TYPE_CHECKING:
     from submitter.plan import Plan
 
@@ -29,7 +31,7 @@ def plan(p: Plan) -> None:
         console.print(f"  image: build {image['dockerfile']} (context {image['context']}, {image['platform']})")
         console.print(f"         -> {image['uri']}  (skipped if already in the registry)")
 
-    runs = Table(title=f"{len(p.runs)} run(s), {p.workers} spot worker(s) at a time", title_justify="left")
+    runs = Table(title=f"{len(p.runs)} run(s) on the {p.backend} backend", title_justify="left")
     runs.add_column("run")
     runs.add_column("sweep")
     runs.add_column("results")
@@ -55,20 +57,10 @@ def plan(p: Plan) -> None:
     else:
         console.print(f"  placement: {p.price_note}")
 
-    lt = p.launch_template
-    volume = lt["BlockDeviceMappings"][0]
-    distribution = p.group["MixedInstancesPolicy"]["InstancesDistribution"]
-    console.print("  launch: " + ", ".join([
-        f"AMI {lt['ImageId'].removeprefix('resolve:ssm:')}",
-        "IMDSv2 required",
-        f"{volume['Ebs']['VolumeSize']} GB encrypted gp3 at {volume['DeviceName']}",
-        "shutdown terminates",
-        "no inbound rules",
-    ]))
-    console.print(f"  spot strategy: {distribution['SpotAllocationStrategy']}, "
-                  f"max price {distribution.get('SpotMaxPrice', 'on-demand')}")
-    console.print(f"  boot script: {len(p.user_data.encode())} bytes of 16384;"
-                  f" instance role: {len(p.iam_policy['Statement'])} scoped statements")
+    from submitter import backends
+
+    for line in backends.for_plan(p).summary(p):
+        console.print(f"  {line}")
     e = p.estimate
     if e.get("total_at_most") not in (None, "unknown"):
         line = f"  cost: at most ${e['total_at_most']:.2f} for {e['runs']} run(s) at ${e['spot_price_per_hour']}/h"
@@ -93,7 +85,8 @@ def statuses(states: list[dict]) -> None:
     for st in states:
         table.add_row(
             st.get("run_id", "?"),
-            st.get("state", "unknown") + (f" ({st['reason']})" if st.get("reason") and st.get("state") != "succeeded"
+            st.get("state", contract.UNKNOWN) + (f" ({st['reason']})" if st.get("reason")
+                                                 and st.get("state") != contract.SUCCEEDED
                                           else ""),
             st.get("instance_id") or "-",
             f"{st.get('availability_zone') or '-'}/{st.get('instance_type') or '-'}",
@@ -105,17 +98,13 @@ def statuses(states: list[dict]) -> None:
 
 
 def _runtime(st: dict) -> str:
-    from datetime import datetime, timezone
+    from submitter import contract
 
-    start = st.get("started_at")
-    if not start:
+    start = contract.parse_iso(st.get("started_at"))
+    end = contract.parse_iso(st.get("ended_at") or st.get("heartbeat_at") or contract.iso())
+    if start is None or end is None:
         return "-"
-    end = st.get("ended_at") or st.get("heartbeat_at") or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    try:
-        seconds = int((datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds())
-    except ValueError:
-        return "-"
+    seconds = int((end - start).total_seconds())
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 

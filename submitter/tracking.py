@@ -14,61 +14,76 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from submitter import contract
 from submitter.aws.s3 import S3
 from submitter.errors import UsageError
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = contract.TERMINAL
 _SUBMISSION = re.compile(r"^(?P<job>[a-z0-9-]+)-(?P<ts>\d{8}-\d{6})-(?P<token>[0-9a-f]{6})$")
 DOWNLOAD_THREADS = 8
-STATUS_THREADS = 32  # S3 has no batch get: status reads status.json objects this many at a time
+STATUS_THREADS = 32  # S3 has no batch get: status reads status documents this many at a time
 MULTIPART_SIZES = (8 * 1024 * 1024, 16 * 1024 * 1024, 5 * 1024 * 1024)  # aws CLI/boto3 defaults, then common
 FOLLOW_POLL_S = 2.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Where:
+    """The bucket and prefix that hold the runs; every key under them comes from `layout`."""
+
     bucket: str
     prefix: str
 
-    def run(self, run_id: str) -> str:
-        return f"{self.prefix}/runs/{run_id}/"
+    @property
+    def layout(self) -> contract.Layout:
+        return contract.Layout(self.prefix)
 
-    def submission(self, submission_id: str) -> str:
-        return f"{self.prefix}/submissions/{submission_id}/"
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/"
 
 
 def submissions(s3: S3, where: Where, job: str | None = None) -> list[str]:
     """Submission ids, oldest first (ids sort by time within a job)."""
-    ids = [s for s in s3.prefixes(f"{where.prefix}/submissions/") if _SUBMISSION.match(s)]
+    ids = [s for s in s3.prefixes(where.layout.submissions) if _SUBMISSION.match(s)]
     if job:
         ids = [s for s in ids if _SUBMISSION.match(s) and _SUBMISSION.match(s).group("job") == job]  # type: ignore[union-attr]
     return sorted(ids, key=lambda s: (_SUBMISSION.match(s).group("ts"), s))  # type: ignore[union-attr]
 
 
 def runs_of(s3: S3, where: Where, submission_id: str) -> list[str]:
-    queued = s3.get_json(where.submission(submission_id) + "queued") or {}
-    return list(queued.get("runs", []))
+    return contract.queued_runs(s3.get_json(where.layout.queued(submission_id)))
 
 
 def resolve(s3: S3, where: Where, target: str) -> list[str]:
     """Run ids meant by a RUN, SUBMISSION or JOB name (a job means its latest submission)."""
-    if s3.exists(where.run(target) + "status.json"):
+    if s3.exists(where.layout.status(target)):
         return [target]
-    if s3.exists(where.submission(target) + "queued"):
+    if s3.exists(where.layout.queued(target)):
         return runs_of(s3, where, target)
     latest = submissions(s3, where, target)
     if latest:
         return runs_of(s3, where, latest[-1])
     raise UsageError(
-        target, f"no run, submission or job of that name in s3://{where.bucket}/{where.prefix}/",
+        target, f"no run, submission or job of that name in {where.uri}",
         "list what exists with `submitter status --all`")
 
 
 def statuses(s3: S3, where: Where, run_ids: list[str]) -> list[dict[str, Any]]:
-    def one(run_id: str) -> dict[str, Any]:
-        return s3.get_json(where.run(run_id) + "status.json") or {"run_id": run_id, "state": "unknown"}
+    """Each run's status document as written (what `status --json` prints); `unknown` when there is none."""
+    return _read(s3, where.layout, run_ids, lambda run_id, doc: doc or {"run_id": run_id, "state": contract.UNKNOWN})
+
+
+def read_statuses(s3: S3, layout: contract.Layout, run_ids: list[str]) -> list[contract.Status]:
+    """Each run's status, typed."""
+    return _read(s3, layout, run_ids, lambda run_id, doc: contract.Status.from_json(doc, run_id))
+
+
+def _read(s3: S3, layout: contract.Layout, run_ids: list[str], make: Callable[[str, Any], T]) -> list[T]:
+    def one(run_id: str) -> T:
+        return make(run_id, s3.get_json(layout.status(run_id)))
 
     if len(run_ids) <= 1:
         return [one(r) for r in run_ids]
@@ -93,7 +108,7 @@ def plan_downloads(s3: S3, where: Where, run_ids: list[str], dest: Path | None) 
     for run_id in run_ids:
         root = (dest or Path("results")) / run_id
         roots.append(root)
-        prefix = where.run(run_id) + "outputs/"
+        prefix = where.layout.outputs(run_id)
         for obj in s3.objects(prefix):
             rel = obj["Key"][len(prefix):]
             if rel and not rel.endswith("/"):
@@ -175,7 +190,7 @@ def _md5(path: Path) -> str:
 
 def print_new_chunks(s3: S3, where: Where, run_id: str, start: int, out: Any) -> int:
     """Write the run's streamed log chunks from number `start` on; returns the next chunk number."""
-    prefix = where.run(run_id) + "logs/chunks/"
+    prefix = where.layout.chunks(run_id)
     keys = sorted(o["Key"] for o in s3.objects(prefix))
     for key in keys:
         name = key[len(prefix):].split(".")[0]
@@ -192,10 +207,10 @@ def print_new_chunks(s3: S3, where: Where, run_id: str, start: int, out: Any) ->
 
 
 def run_status(s3: S3, where: Where, run_id: str) -> dict[str, Any]:
-    """The run's status.json; a UsageError naming how to list runs when there is no such run."""
-    status = s3.get_json(where.run(run_id) + "status.json")
+    """The run's status document; a UsageError naming how to list runs when there is no such run."""
+    status = s3.get_json(where.layout.status(run_id))
     if status is None:
-        raise UsageError(run_id, f"no such run in s3://{where.bucket}/{where.prefix}/runs/",
+        raise UsageError(run_id, f"no such run in {contract.Layout.uri(where.bucket, where.layout.runs)}",
                          "list runs with `submitter status --all`")
     return dict(status)
 
@@ -209,11 +224,11 @@ def print_logs(s3: S3, where: Where, run_id: str, out: Any, follow: bool = False
     printing until the run ends."""
     status = run_status(s3, where, run_id)
     if agent:
-        out.write((s3.get_bytes(where.run(run_id) + "logs/agent.log") or b"").decode("utf-8", errors="replace"))
+        out.write((s3.get_bytes(where.layout.agent_log(run_id)) or b"").decode("utf-8", errors="replace"))
         out.flush()
         return status
     if status.get("state") in TERMINAL and not follow:
-        whole = s3.get_bytes(where.run(run_id) + "logs/container.log")
+        whole = s3.get_bytes(where.layout.container_log(run_id))
         if whole is not None:
             out.write(whole.decode("utf-8", errors="replace"))
             out.flush()
@@ -237,13 +252,7 @@ def print_logs(s3: S3, where: Where, run_id: str, out: Any, follow: bool = False
 # ---------------------------------------------------------------------------------------------- cost
 
 
-def parse_time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
+parse_time = contract.parse_iso
 
 
 def submissions_since(s3: S3, where: Where, since: datetime) -> list[str]:
@@ -290,7 +299,7 @@ def costs(s3: S3, where: Where, run_ids: list[str], history: PriceHistory, regio
     for st in states:
         sub = str(st.get("submission_id") or "")
         if sub and sub not in volume:
-            spec = s3.get_json(where.run(st["run_id"]) + "spec.json") or {}
+            spec = s3.get_json(where.layout.run_spec(st["run_id"])) or {}
             gb = ((spec.get("spec") or {}).get("resources") or {}).get("volume_gb")
             volume[sub] = int(gb) if gb else None
             region = str(spec.get("region") or region)
@@ -298,7 +307,7 @@ def costs(s3: S3, where: Where, run_ids: list[str], history: PriceHistory, regio
     spans: list[tuple[dict[str, Any], datetime | None, datetime | None]] = []
     for st in states:
         start = parse_time(st.get("started_at"))
-        end = parse_time(st.get("ended_at")) or (now if st.get("state") in ("starting", "running") else
+        end = parse_time(st.get("ended_at")) or (now if st.get("state") in contract.ACTIVE else
                                                  parse_time(st.get("heartbeat_at")))
         spans.append((st, start, end))
         pool = (str(st.get("instance_type") or ""), str(st.get("availability_zone") or ""))
@@ -355,5 +364,5 @@ def prices(spot: list[Any], region: str) -> list[dict[str, Any]]:
         od = pricing.on_demand(region, p.instance_type)
         rows.append({"instance_type": p.instance_type, "availability_zone": p.availability_zone, "spot_price": p.price,
                      "on_demand": od, "savings": round(1 - p.price / od, 3) if od else None,
-                     "as_of": p.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                     "as_of": contract.iso(p.timestamp)})
     return rows

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter.aws.errors import translate
+
+if TYPE_CHECKING:
+    from submitter.aws.session import Aws
+
+
+def client(aws: Aws) -> Any:
+    return aws.client("autoscaling")
 
 
 def ensure_group(autoscaling: Any, params: dict[str, Any]) -> bool:

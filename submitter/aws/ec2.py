@@ -273,6 +273,10 @@ def launch_templates(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, 
     return _listed(ec2, "DescribeLaunchTemplates", "LaunchTemplates", filters)
 
 
+def security_groups_named(ec2: Any, name: str) -> list[dict[str, Any]]:
+    return security_groups(ec2, [{"Name": "group-name", "Values": [name]}])
+
+
 def security_groups(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _listed(ec2, "DescribeSecurityGroups", "SecurityGroups", filters)
 

@@ -1,4 +1,5 @@
-"""IAM adapter: the per-submission instance role, its scoped inline policy and instance profile."""
+"""IAM adapter: every role submitter creates (a submission's instance or job role, Batch's service-linked role,
+the Batch container hosts' role), their inline policy and instance profiles, and their removal."""
 
 from __future__ import annotations
 
@@ -12,36 +13,59 @@ from submitter.errors import AwsError
 if TYPE_CHECKING:
     from submitter.aws.session import Aws
 
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
 POLICY_NAME = "submitter-run"
+EC2 = "ec2.amazonaws.com"
+BATCH = "batch.amazonaws.com"
+PROFILE_WAIT_S = 60
 
 
 def client(aws: Aws) -> Any:
     return aws.client("iam")
 
 
-def ensure_instance_role(iam: Any, name: str, policy: dict[str, Any], tags: dict[str, str]) -> str:
-    """Role + inline policy + instance profile named `name`; returns the profile ARN. Idempotent."""
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def trust(service: str) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+
+
+def ensure_role(iam: Any, name: str, service: str, description: str, tags: dict[str, str],
+                policy: dict[str, Any] | None = None, managed: tuple[str, ...] = ()) -> str:
+    """Role `name` assumable by `service`, with an inline `policy` and `managed` policies; returns its ARN.
+    Idempotent: an existing role gets the policy rewritten (a retried submit, a changed scope)."""
     from botocore.exceptions import ClientError
 
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
     with translate("iam", "CreateRole"):
         try:
-            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST), Tags=tag_list,
-                            Description="submitter: one submission's workers")
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust(service)), Tags=tag_list,
+                                  Description=description)["Role"]["Arn"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            if _code(exc) != "EntityAlreadyExists":
                 raise
-    with translate("iam", "PutRolePolicy"):
-        iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    if policy is not None:
+        with translate("iam", "PutRolePolicy"):
+            iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
+    for policy_arn in managed:
+        with translate("iam", "AttachRolePolicy"):
+            iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
+    return str(arn)
+
+
+def ensure_instance_profile(iam: Any, name: str, tags: dict[str, str]) -> str:
+    """Instance profile `name` holding role `name`; returns the profile ARN."""
+    from botocore.exceptions import ClientError
+
     with translate("iam", "CreateInstanceProfile"):
         try:
-            iam.create_instance_profile(InstanceProfileName=name, Tags=tag_list)
+            iam.create_instance_profile(InstanceProfileName=name,
+                                        Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            if _code(exc) != "EntityAlreadyExists":
                 raise
         profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
@@ -49,7 +73,40 @@ def ensure_instance_role(iam: Any, name: str, policy: dict[str, Any], tags: dict
     return str(profile["Arn"])
 
 
+def ensure_instance_role(iam: Any, name: str, policy: dict[str, Any], tags: dict[str, str]) -> str:
+    """Role + inline policy + instance profile named `name` for EC2 hosts; returns the profile ARN. Idempotent."""
+    ensure_role(iam, name, EC2, "submitter: one submission's workers", tags, policy=policy)
+    return ensure_instance_profile(iam, name, tags)
+
+
+def wait_instance_profile(iam: Any, name: str, wait_s: int = PROFILE_WAIT_S) -> None:
+    # IAM is eventually consistent: EC2 may not see a new profile for some seconds. A group retries failed
+    # launches by itself, but waiting here turns a slow start into a prompt one.
+    with translate("iam", "GetInstanceProfile"):
+        iam.get_waiter("instance_profile_exists").wait(
+            InstanceProfileName=name, WaiterConfig={"Delay": 1, "MaxAttempts": wait_s})
+
+
+def ensure_service_linked_role(iam: Any, service: str = BATCH) -> str:
+    """The ARN of `service`'s service-linked role, created when the account has none yet."""
+    from botocore.exceptions import ClientError
+
+    with translate("iam", "CreateServiceLinkedRole"):
+        try:
+            return str(iam.create_service_linked_role(AWSServiceName=service)["Role"]["Arn"])
+        except ClientError as exc:
+            # AWS says InvalidInput ("has been taken"); either way the role is there already.
+            if _code(exc) not in ("InvalidInput", "EntityAlreadyExists"):
+                raise
+        for page in iam.get_paginator("list_roles").paginate(PathPrefix=f"/aws-service-role/{service}/"):
+            for role in page["Roles"]:
+                return str(role["Arn"])
+    raise AwsError("iam", "ListRoles", "NoSuchEntity", f"no service-linked role for {service}",
+                   f"create it once: aws iam create-service-linked-role --aws-service-name {service}")
+
+
 def delete_instance_role(iam: Any, name: str) -> bool:
+    """Remove role `name` with its inline policy and its instance profile (when it has one); False: no such role."""
     from botocore.exceptions import ClientError
 
     try:
@@ -63,14 +120,14 @@ def delete_instance_role(iam: Any, name: str) -> bool:
             try:
                 call()
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "NoSuchEntity":
+                if _code(exc) != "NoSuchEntity":
                     raise
         for attempt in range(5):  # the profile detaches from terminated instances with a delay
             try:
                 iam.delete_role(RoleName=name)
                 break
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "DeleteConflict" or attempt == 4:
+                if _code(exc) != "DeleteConflict" or attempt == 4:
                     raise
                 time.sleep(2)
     return True

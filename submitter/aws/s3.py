@@ -17,6 +17,10 @@ class S3:
         self.client = client
         self.bucket = bucket
 
+    @classmethod
+    def connect(cls, aws: Aws, bucket: str) -> S3:
+        return cls(aws.client("s3"), bucket)
+
     def put_json(self, key: str, value: Any) -> None:
         body = json.dumps(value, indent=2, sort_keys=True, default=str).encode()
         with translate("s3", "PutObject"):
@@ -112,6 +116,18 @@ def bucket_state(client: Any, bucket: str) -> str:
         with translate("s3", "HeadBucket"):
             raise
     return "ours"
+
+
+def bucket_problem(client: Any, bucket: str) -> str | None:
+    """Why the bucket cannot be used ('missing' or S3's error code), or None when it can."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        return "missing" if code in ("404", "NoSuchBucket", "NotFound") else code
+    return None
 
 
 def create_bucket(client: Any, bucket: str, region: str, tags: dict[str, str]) -> None:

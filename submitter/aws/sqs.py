@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter.aws.errors import translate
+
+if TYPE_CHECKING:
+    from submitter.aws.session import Aws
+
+
+def client(aws: Aws) -> Any:
+    return aws.client("sqs")
 
 
 def ensure_queue(sqs: Any, name: str, dlq_name: str, visibility: int, retention: int, max_receive: int,

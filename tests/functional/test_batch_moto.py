@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from submitter import batch, execute
+from submitter import contract, execute
+from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
+from submitter.backends.batch import job as batch
+from submitter.backends.batch import setup
+from submitter.backends.batch import submit as batch_submit
 from submitter.errors import SettingsError
 from submitter.progress import NullProgress
+from submitter.runtime import artefact
 from submitter.settings import Settings
 from submitter.spec import load
 
@@ -65,8 +70,8 @@ def _s3_json(aws: Aws, key: str):
 def test_init_batch_creates_spot_environments_and_queues_once(aws_env) -> None:
     aws, _ = aws_env
     said: list[str] = []
-    first = batch.ensure_batch(aws, SETTINGS, said.append)
-    again = batch.ensure_batch(aws, SETTINGS, said.append)
+    first = setup.ensure_batch(aws, SETTINGS, said.append)
+    again = setup.ensure_batch(aws, SETTINGS, said.append)
     assert first["compute_environments"] == again["compute_environments"]
     assert any(line.startswith("created compute environment") for line in said)
     assert any(line.startswith("found compute environment") for line in said)
@@ -103,13 +108,13 @@ def test_a_changed_max_vcpus_updates_the_environment(aws_env) -> None:
     from dataclasses import replace
 
     aws, _ = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     said: list[str] = []
     calls: list[dict] = []
     # moto accepts UpdateComputeEnvironment but does not apply computeResources: assert the request instead.
     aws.client("batch").meta.events.register(
         "provide-client-params.batch.UpdateComputeEnvironment", lambda params, **_: calls.append(dict(params)))
-    batch.ensure_batch(aws, replace(SETTINGS, batch_max_vcpus=128), said.append)
+    setup.ensure_batch(aws, replace(SETTINGS, batch_max_vcpus=128), said.append)
     assert any("max vCPUs 64 -> 128" in line for line in said)
     assert {c["computeEnvironment"]: c["computeResources"] for c in calls} == {
         batch.COMPUTE_ENVIRONMENT: {"maxvCpus": 128}, batch.GPU_COMPUTE_ENVIRONMENT: {"maxvCpus": 128}}
@@ -117,10 +122,10 @@ def test_a_changed_max_vcpus_updates_the_environment(aws_env) -> None:
 
 def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tmp_path: Path) -> None:
     aws, uri = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     (sub,) = _submit(aws, _project(tmp_path, uri))
     plan = sub.plan
-    assert sub.backend == "batch" and len(plan.runs) == 6
+    assert sub.backend.name == "batch" and len(plan.runs) == 6
     client = aws.session.client("batch")
 
     record = _s3_json(aws, f"bp/submissions/{plan.submission_id}/batch.json")
@@ -137,7 +142,8 @@ def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tm
     assert env["SUBMITTER_SUBMISSION_ID"] == plan.submission_id and env["SUBMITTER_BUCKET"] == "bbucket"
     assert env["SUBMITTER_BATCH_ATTEMPTS"] == "4"
     assert container["mountPoints"] == [{"sourceVolume": "data", "containerPath": "/data", "readOnly": False}]
-    assert "wrapper.py" in container["command"][-1]
+    assert container["command"] == artefact.batch_command()
+    assert env[artefact.RUNTIME_SHA256_ENV] == artefact.sha256()
     assert container["jobRoleArn"] == record["job_role"]
     assert definition["timeout"] == {"attemptDurationSeconds": 30 * 60 + batch.STOP_MARGIN_S}
     retry = definition["retryStrategy"]
@@ -162,14 +168,17 @@ def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tm
     assert doc["backend"] == "batch" and doc["image"] == sub.image_uri and doc["checkpoints"] == "/checkpoints"
     keys = {o["Key"] for o in aws.session.client("s3").list_objects_v2(
         Bucket="bbucket", Prefix=f"bp/submissions/{plan.submission_id}/")["Contents"]}
-    assert {f"bp/submissions/{plan.submission_id}/{n}" for n in ("agent.py", "wrapper.py", "queued")} <= keys
+    assert {f"bp/submissions/{plan.submission_id}/{n}" for n in (contract.RUNTIME_ARTEFACT, "queued")} <= keys
+    staged = aws.session.client("s3").get_object(Bucket="bbucket", Key=f"bp/submissions/{plan.submission_id}/"
+                                                 f"{contract.RUNTIME_ARTEFACT}")["Body"].read()
+    assert staged == artefact.build()
     assert _s3_json(aws, f"bp/runs/{plan.runs[0].run_id}/status.json")["state"] == "queued"
 
-    # The job role is the pool's instance policy less the host-only parts.
-    policy = aws.session.client("iam").get_role_policy(RoleName=plan.names.role, PolicyName="submitter-run")
+    # The job role holds what a run may reach, none of what a pool host does.
+    policy = aws.session.client("iam").get_role_policy(RoleName=plan.role, PolicyName="submitter-run")
     sids = {s["Sid"] for s in policy["PolicyDocument"]["Statement"]}
     assert "OwnRunObjects" in sids and not sids & {"OwnQueue", "LeaveOwnGroup", "PullTrainingImage"}
-    trust = aws.session.client("iam").get_role(RoleName=plan.names.role)["Role"]["AssumeRolePolicyDocument"]
+    trust = aws.session.client("iam").get_role(RoleName=plan.role)["Role"]["AssumeRolePolicyDocument"]
     assert "ecs-tasks.amazonaws.com" in json.dumps(trust)
 
     # No pool resources were made.
@@ -179,7 +188,7 @@ def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tm
 
 def test_a_retried_submit_submits_nothing_twice(aws_env, tmp_path: Path) -> None:
     aws, uri = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     (first,) = _submit(aws, _project(tmp_path, uri))
     _submit(aws, _project(tmp_path, uri), submission=first.plan.submission_id)
     client = aws.session.client("batch")
@@ -189,7 +198,7 @@ def test_a_retried_submit_submits_nothing_twice(aws_env, tmp_path: Path) -> None
 
 def test_cpu_single_run_is_a_plain_job_via_the_backend_flag(aws_env, tmp_path: Path) -> None:
     aws, uri = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     spec = _project(tmp_path, uri, types="c5.xlarge, m5.xlarge", backend="pool")
     spec.write_text(spec.read_text().split("sweep:")[0] + "retries: {on_interruption: 20}\n")
     (sub,) = _submit(aws, spec, backend="batch")
@@ -213,7 +222,7 @@ def test_submit_without_init_batch_says_what_to_run(aws_env, tmp_path: Path) -> 
 
 def test_cancel_terminates_the_array_job(aws_env, tmp_path: Path) -> None:
     aws, uri = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     (sub,) = _submit(aws, _project(tmp_path, uri))
     plan = sub.plan
     record = _s3_json(aws, f"bp/submissions/{plan.submission_id}/batch.json")
@@ -223,7 +232,9 @@ def test_cancel_terminates_the_array_job(aws_env, tmp_path: Path) -> None:
     s3.put_object(Bucket="bbucket", Key=f"bp/runs/{started}/status.json", Body=json.dumps(
         {"run_id": started, "state": "running", "started_at": "2026-01-01T00:00:00Z"}).encode())
 
-    terminated = batch.cancel(aws, plan.submission_id, prefix="bp")
+    layout = contract.Layout("bp")
+    bucket = S3(aws.client("s3"), "bbucket")
+    terminated = batch_submit.cancel(aws, bucket, layout, plan.submission_id)
     assert terminated == [record["job_id"]]
     (job,) = aws.session.client("batch").describe_jobs(jobs=[record["job_id"]])["jobs"]
     assert job["statusReason"] == "cancelled with submitter cancel"
@@ -236,20 +247,20 @@ def test_cancel_terminates_the_array_job(aws_env, tmp_path: Path) -> None:
     (sub2,) = _submit(aws, _project(tmp_path, uri))
     record2 = _s3_json(aws, f"bp/submissions/{sub2.plan.submission_id}/batch.json")
     one = sub2.plan.runs[3].run_id
-    assert batch.cancel(aws, sub2.plan.submission_id, prefix="bp", runs=[one]) == [f"{record2['job_id']}:3"]
+    assert batch_submit.cancel(aws, bucket, layout, sub2.plan.submission_id, runs=[one]) == [
+        f"{record2['job_id']}:3"]
     assert s3.head_object(Bucket="bbucket", Key=f"bp/runs/{one}/cancel")
 
     # A pool submission is not Batch's to cancel.
-    assert batch.cancel(aws, "bexp-20260101-000000-abcdef", prefix="bp") == []
+    assert batch_submit.cancel(aws, bucket, layout, "bexp-20260101-000000-abcdef") == []
 
 
 def test_submitter_cancel_of_a_batch_submission_terminates_its_job(aws_env, tmp_path: Path) -> None:
     """The same `cancel` that stops pool workers terminates the Batch array job."""
     from submitter import cancel, tracking
-    from submitter.aws.s3 import S3
 
     aws, uri = aws_env
-    batch.ensure_batch(aws, SETTINGS, lambda _: None)
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
     (sub,) = _submit(aws, _project(tmp_path, uri))
     record = _s3_json(aws, f"bp/submissions/{sub.plan.submission_id}/batch.json")
     s3 = S3(aws.client("s3"), "bbucket")

@@ -83,7 +83,7 @@ def test_dry_run_human_readable(tmp_path: Path) -> None:
         cwd=REPO, env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "2 run(s), 1 spot worker(s) at a time" in result.stdout
+    assert "2 run(s) on the pool backend" in result.stdout and "1 spot worker(s) at a time" in result.stdout
     assert "dry run: nothing was built or created" in result.stdout
 
 

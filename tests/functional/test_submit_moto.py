@@ -11,8 +11,10 @@ import pytest
 
 from submitter import execute
 from submitter.aws.session import Aws
+from submitter.backends.pool import Names, pool_plan
 from submitter.errors import SettingsError, UsageError
 from submitter.progress import NullProgress
+from submitter.runtime import artefact
 from submitter.settings import Settings
 from submitter.spec import load
 
@@ -67,14 +69,15 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
     aws, _ = aws_env
     (sub,) = _submit(aws, project)
     plan = sub.plan
+    pool = pool_plan(plan)
     session = aws.session
     s3 = session.client("s3")
 
     # One message per run, on the submission's queue with a dead-letter queue.
     sqs = session.client("sqs")
-    url = sqs.get_queue_url(QueueName=plan.names.queue)["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=pool.names.queue)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith(plan.names.dead_letter_queue)
+    assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith(pool.names.dead_letter_queue)
     bodies = []
     for _ in range(3):
         for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
@@ -92,28 +95,31 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
     param = session.client("ssm").get_parameter(Name=f"/submitter/{plan.submission_id}/FT_WANDB_API_KEY",
                                                WithDecryption=True)["Parameter"]
     assert param["Type"] == "SecureString" and param["Value"] == "s3cr3t"
-    assert "s3cr3t" not in plan.user_data
+    assert "s3cr3t" not in pool.user_data
+    # The runtime the boot script fetches is byte for byte the artefact the tests ran, and its hash is pinned.
+    staged = s3.get_object(Bucket="fbucket", Key=plan.layout.runtime(plan.submission_id))["Body"].read()
+    assert staged == artefact.build() and artefact.sha256() in pool.user_data
     for run in plan.runs:
         status = json.loads(s3.get_object(Bucket="fbucket", Key=f"p/runs/{run.run_id}/status.json")["Body"].read())
         assert status["state"] == "queued"
 
     # The launch template: IMDSv2, encrypted gp3, terminate on shutdown, the role, no ingress.
     ec2 = session.client("ec2")
-    version = ec2.describe_launch_template_versions(LaunchTemplateName=plan.names.launch_template)[
+    version = ec2.describe_launch_template_versions(LaunchTemplateName=pool.names.launch_template)[
         "LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert version["MetadataOptions"]["HttpTokens"] == "required"
     assert version["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     assert version["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 12
     assert version["InstanceInitiatedShutdownBehavior"] == "terminate"
-    assert version["IamInstanceProfile"]["Name"] == plan.names.instance_profile
-    assert base64.b64decode(version["UserData"]).decode() == plan.user_data
+    assert version["IamInstanceProfile"]["Name"] == pool.names.instance_profile
+    assert base64.b64decode(version["UserData"]).decode() == pool.user_data
     (group_id,) = version["SecurityGroupIds"]
     sg = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     assert sg["IpPermissions"] == []
 
     # The group: spot only, two workers at most, over both types.
     group = session.client("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[plan.names.group])["AutoScalingGroups"][0]
+        AutoScalingGroupNames=[pool.names.group])["AutoScalingGroups"][0]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 2, 2)
     policy = group["MixedInstancesPolicy"]
     assert policy["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
@@ -122,9 +128,9 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
 
     # The instance role allows only this submission's things.
     iam = session.client("iam")
-    role_policy = iam.get_role_policy(RoleName=plan.names.role, PolicyName="submitter-run")["PolicyDocument"]
+    role_policy = iam.get_role_policy(RoleName=pool.names.role, PolicyName="submitter-run")["PolicyDocument"]
     resources = [r for s in role_policy["Statement"] for r in s["Resource"]]
-    assert f"arn:aws:sqs:{REGION}:123456789012:{plan.names.queue}" in resources
+    assert f"arn:aws:sqs:{REGION}:123456789012:{pool.names.queue}" in resources
     assert all(plan.submission_id in r for r in resources
                if r.startswith("arn:aws:s3:::fbucket/p/") and "/inputs/" not in r)
 
@@ -133,16 +139,17 @@ def test_a_retried_submit_with_the_same_id_creates_nothing_twice(aws_env, projec
     aws, _ = aws_env
     (first,) = _submit(aws, project)
     (again,) = _submit(aws, project, submission=first.plan.submission_id)
-    assert again.plan.names == first.plan.names
+    assert pool_plan(again.plan) == pool_plan(first.plan)
+    names = Names.of(first.plan.submission_id)
     session = aws.session
     sqs = session.client("sqs")
-    url = sqs.get_queue_url(QueueName=first.plan.names.queue)["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=names.queue)["QueueUrl"]
     count = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     assert count["ApproximateNumberOfMessages"] == "3"
     assert len(session.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]) == 1
     assert len(session.client("ec2").describe_launch_templates()["LaunchTemplates"]) == 1
     groups = session.client("ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [first.plan.names.security_group]}])["SecurityGroups"]
+        Filters=[{"Name": "group-name", "Values": [names.security_group]}])["SecurityGroups"]
     assert len(groups) == 1
     inputs = session.client("s3").list_objects_v2(Bucket="fbucket", Prefix="p/inputs/")["KeyCount"]
     assert inputs == 2  # the file and its completion marker, uploaded once

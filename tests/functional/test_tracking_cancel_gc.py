@@ -19,6 +19,7 @@ from submitter import cancel as cancel_mod
 from submitter import execute, gc, tracking
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
+from submitter.backends.pool import Names
 from submitter.cli import app
 from submitter.errors import UsageError
 from submitter.progress import NullProgress
@@ -28,6 +29,7 @@ from submitter.spec import load
 REGION = "us-east-1"
 BUCKET = "fcancel"
 WHERE = tracking.Where(BUCKET, "p")
+LAYOUT = WHERE.layout
 SPEC = """\
 name: {name}
 image: {{uri: {uri}}}
@@ -78,7 +80,7 @@ def _s3(aws: tuple[Aws, str]) -> S3:
 
 
 def _live(aws: tuple[Aws, str], submission: str) -> list[str]:
-    from submitter import capacity
+    from submitter.backends.pool import capacity
 
     return [i["InstanceId"] for i in capacity.live_instances(aws[0], submission)]
 
@@ -95,18 +97,18 @@ class FakeAgent(threading.Thread):
     def __init__(self, s3: S3, run_id: str, submission: str, instance_id: str) -> None:
         super().__init__(daemon=True)
         self.s3, self.run_id, self.submission = s3, run_id, submission
-        self.s3.put_json(WHERE.run(run_id) + "status.json", {
+        self.s3.put_json(LAYOUT.status(run_id), {
             "run_id": run_id, "submission_id": submission, "state": "running", "instance_id": instance_id,
             "started_at": "2026-11-26T07:00:00Z"})
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            if self.s3.exists(WHERE.run(self.run_id) + "cancel") or self.s3.exists(
-                    WHERE.submission(self.submission) + "cancel"):
-                status = self.s3.get_json(WHERE.run(self.run_id) + "status.json") or {}
-                self.s3.put_bytes(WHERE.run(self.run_id) + "outputs/partial.txt", b"so far")
-                self.s3.put_json(WHERE.run(self.run_id) + "status.json",
+            if self.s3.exists(LAYOUT.run_cancel(self.run_id)) or self.s3.exists(
+                    LAYOUT.submission_cancel(self.submission)):
+                status = self.s3.get_json(LAYOUT.status(self.run_id)) or {}
+                self.s3.put_bytes(LAYOUT.outputs(self.run_id) + "partial.txt", b"so far")
+                self.s3.put_json(LAYOUT.status(self.run_id),
                                  {**status, "state": "cancelled", "reason": "cancelled"})
                 return
             time.sleep(0.1)
@@ -121,7 +123,7 @@ def test_cancelling_a_submission_drops_queued_runs_stops_the_running_one_and_lea
     s3 = _s3(aws)
     sid = sub.plan.submission_id
     ids = [r.run_id for r in sub.plan.runs]
-    group = _group(aws, sub.plan.names.group)
+    group = _group(aws, Names.of(sub.plan.submission_id).group)
     assert group and len(group["Instances"]) == 2
     agent = FakeAgent(s3, ids[0], sid, group["Instances"][0]["InstanceId"])
     agent.start()
@@ -135,10 +137,10 @@ def test_cancelling_a_submission_drops_queued_runs_stops_the_running_one_and_lea
     assert all(st["state"] == "cancelled" for st in states.values())
     assert states[ids[1]]["reason"] == "cancelled before it started"
     assert states[ids[0]]["reason"] == "cancelled" and not result["forced"]
-    assert s3.exists(WHERE.run(ids[0]) + "outputs/partial.txt"), "the running run's outputs came first"
-    assert s3.exists(WHERE.submission(sid) + "cancel")
+    assert s3.exists(LAYOUT.outputs(ids[0]) + "partial.txt"), "the running run's outputs came first"
+    assert s3.exists(LAYOUT.submission_cancel(sid))
     assert _live(aws, sid) == [], "no instance alive"
-    assert _group(aws, sub.plan.names.group) is None
+    assert _group(aws, Names.of(sub.plan.submission_id).group) is None
     assert any("queue" in r for r in result["removed"]) and any("role" in r for r in result["removed"])
     assert any("set to 0 worker(s)" in line for line in said)
 
@@ -150,9 +152,9 @@ def test_cancelling_one_run_keeps_the_workers_for_the_others(aws: tuple[Aws, str
     result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, ids[2]), lambda _: None,
                                wait_s=5, poll_s=0.2)
     assert [st["state"] for st in result["runs"]] == ["cancelled"]
-    assert s3.exists(WHERE.run(ids[2]) + "cancel") and not s3.exists(WHERE.submission(sid) + "cancel")
+    assert s3.exists(LAYOUT.run_cancel(ids[2])) and not s3.exists(LAYOUT.submission_cancel(sid))
     assert [st["state"] for st in tracking.statuses(s3, WHERE, ids[:2])] == ["queued", "queued"]
-    group = _group(aws, sub.plan.names.group)
+    group = _group(aws, Names.of(sub.plan.submission_id).group)
     assert group and group["DesiredCapacity"] == 2 and len(_live(aws, sid)) == 2
     assert result["removed"] == []
 
@@ -162,7 +164,7 @@ def test_a_run_whose_worker_never_answers_is_cancelled_and_its_instance_terminat
     sub = _submit(aws, tmp_path, "fmute")
     s3 = _s3(aws)
     sid, ids = sub.plan.submission_id, [r.run_id for r in sub.plan.runs]
-    group = _group(aws, sub.plan.names.group)
+    group = _group(aws, Names.of(sub.plan.submission_id).group)
     assert group
     FakeAgent(s3, ids[0], sid, group["Instances"][0]["InstanceId"])  # running, but never started: mute
     result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, sid), lambda _: None,
@@ -210,12 +212,12 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
 
     done = _submit(aws, tmp_path, "fdone")  # every run finished, but no one removed its resources
     for run in done.plan.runs:
-        s3.put_json(WHERE.run(run.run_id) + "status.json", {"run_id": run.run_id, "state": "succeeded"})
+        s3.put_json(LAYOUT.status(run.run_id), {"run_id": run.run_id, "state": "succeeded"})
     live = _submit(aws, tmp_path, "flive")  # still has queued runs: untouchable
 
     orphans = gc.find(session, s3, WHERE)
     got = {(o.kind, o.id) for o in orphans}
-    names = done.plan.names
+    names = Names.of(done.plan.submission_id)
     assert ("instance", orphan_instance) in got and ("volume", orphan_volume) in got
     assert {("group", names.group), ("launch-template", names.launch_template), ("queue", names.queue),
             ("queue", names.dead_letter_queue), ("role", names.role)} <= got
@@ -236,6 +238,6 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
         assert state(iid) == "running", iid
     volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert untagged_volume in volumes and orphan_volume not in volumes
-    assert _group(aws, names.group) is None and _group(aws, live.plan.names.group) is not None
-    assert session.client("sqs").get_queue_url(QueueName=live.plan.names.queue)
+    assert _group(aws, names.group) is None and _group(aws, Names.of(live.plan.submission_id).group) is not None
+    assert session.client("sqs").get_queue_url(QueueName=Names.of(live.plan.submission_id).queue)
     assert gc.find(session, s3, WHERE) == [], "a second gc finds nothing"

@@ -25,6 +25,7 @@ from submitter.errors import UsageError
 REGION = "us-east-1"
 BUCKET = "ftrack"
 WHERE = tracking.Where(BUCKET, "p")
+LAYOUT = WHERE.layout
 
 
 def _iso(moment: datetime) -> str:
@@ -67,11 +68,11 @@ def price_table() -> Iterator[None]:
 def _submission(s3: S3, runs: int, job: str = "ftr", **status: Any) -> tuple[str, list[str]]:
     sub = f"{job}-20261126-070000-{uuid.uuid4().hex[:6]}"
     ids = [f"{sub}-{i}" for i in range(runs)]
-    s3.put_json(WHERE.submission(sub) + "queued", {"runs": ids})
+    s3.put_json(LAYOUT.queued(sub), {"runs": ids})
     for run_id in ids:
-        s3.put_json(WHERE.run(run_id) + "status.json",
+        s3.put_json(LAYOUT.status(run_id),
                     {"run_id": run_id, "submission_id": sub, "job": job, "state": "queued", **status})
-        s3.put_json(WHERE.run(run_id) + "spec.json",
+        s3.put_json(LAYOUT.run_spec(run_id),
                     {"run_id": run_id, "region": REGION, "spec": {"resources": {"volume_gb": 100}}})
     return sub, ids
 
@@ -102,16 +103,16 @@ def test_logs_of_an_ended_run_are_the_whole_log_and_follow_streams_chunks_until_
         tracking.print_logs(s3, WHERE, "nope", io.StringIO())
 
     # Live: two chunks so far; the "agent" adds one more and ends the run while we follow.
-    s3.put_json(WHERE.run(run_id) + "status.json", {"run_id": run_id, "state": "running"})
-    s3.put_bytes(WHERE.run(run_id) + "logs/chunks/000000.log", b"epoch 1\n")
-    s3.put_bytes(WHERE.run(run_id) + "logs/chunks/000001.log", b"epoch 2\n")
+    s3.put_json(LAYOUT.status(run_id), {"run_id": run_id, "state": "running"})
+    s3.put_bytes(LAYOUT.chunk(run_id, 0), b"epoch 1\n")
+    s3.put_bytes(LAYOUT.chunk(run_id, 1), b"epoch 2\n")
     ticks: list[float] = []
 
     def agent_progress(_: float) -> None:
         ticks.append(1)
         if len(ticks) == 2:
-            s3.put_bytes(WHERE.run(run_id) + "logs/chunks/000002.log", b"epoch 3\ndone\n")
-            s3.put_json(WHERE.run(run_id) + "status.json", {"run_id": run_id, "state": "succeeded"})
+            s3.put_bytes(LAYOUT.chunk(run_id, 2), b"epoch 3\ndone\n")
+            s3.put_json(LAYOUT.status(run_id), {"run_id": run_id, "state": "succeeded"})
 
     out = io.StringIO()
     said: list[str] = []
@@ -120,8 +121,8 @@ def test_logs_of_an_ended_run_are_the_whole_log_and_follow_streams_chunks_until_
     assert final["state"] == "succeeded" and said[-1] == f"{run_id}: succeeded"
 
     # Ended: container.log is the whole log, in one read.
-    s3.put_bytes(WHERE.run(run_id) + "logs/container.log", b"the whole log\n")
-    s3.put_bytes(WHERE.run(run_id) + "logs/agent.log", b"agent lines\n")
+    s3.put_bytes(LAYOUT.container_log(run_id), b"the whole log\n")
+    s3.put_bytes(LAYOUT.agent_log(run_id), b"agent lines\n")
     result = CliRunner().invoke(app, ["logs", run_id])
     assert result.exit_code == 0 and result.stdout == "the whole log\n"
     result = CliRunner().invoke(app, ["logs", run_id, "--agent"])
@@ -134,9 +135,9 @@ def test_logs_of_an_ended_run_are_the_whole_log_and_follow_streams_chunks_until_
 def test_results_download_skips_identical_files_and_resumes_a_partial_one(s3: S3, tmp_path: Path) -> None:
     sub, ids = _submission(s3, 2)
     big = bytes(range(256)) * 4096  # 1 MiB
-    s3.put_bytes(WHERE.run(ids[0]) + "outputs/metrics.json", b'{"accuracy": 0.9}')
-    s3.put_bytes(WHERE.run(ids[0]) + "outputs/model/weights.bin", big)
-    s3.put_bytes(WHERE.run(ids[1]) + "outputs/metrics.json", b'{"accuracy": 0.8}')
+    s3.put_bytes(LAYOUT.outputs(ids[0]) + "metrics.json", b'{"accuracy": 0.9}')
+    s3.put_bytes(LAYOUT.outputs(ids[0]) + "model/weights.bin", big)
+    s3.put_bytes(LAYOUT.outputs(ids[1]) + "metrics.json", b'{"accuracy": 0.8}')
     seen: list[int] = []
     started: list[tuple[int, int]] = []
     done = tracking.download_results(s3, WHERE, ids, tmp_path / "r", on_start=lambda f, b: started.append((f, b)),
@@ -198,7 +199,7 @@ def test_cost_is_price_history_times_runtime_plus_ebs_with_the_on_demand_compari
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     sub, ids = _submission(s3, 2)
-    s3.put_json(WHERE.run(ids[0]) + "status.json", {
+    s3.put_json(LAYOUT.status(ids[0]), {
         "run_id": ids[0], "submission_id": sub, "state": "succeeded", "instance_type": "c5.large",
         "availability_zone": "us-east-1b", "started_at": _iso(now - timedelta(minutes=40)),
         "ended_at": _iso(now - timedelta(minutes=10)), "price": 0.5})
@@ -236,7 +237,7 @@ def test_cost_is_price_history_times_runtime_plus_ebs_with_the_on_demand_compari
 def test_cost_falls_back_to_the_agents_recorded_price_without_history(s3: S3) -> None:
     now = datetime.now(timezone.utc).replace(microsecond=0)
     sub, (run_id,) = _submission(s3, 1)
-    s3.put_json(WHERE.run(run_id) + "status.json", {
+    s3.put_json(LAYOUT.status(run_id), {
         "run_id": run_id, "submission_id": sub, "state": "cancelled", "instance_type": "x9.huge",
         "availability_zone": "us-east-1a", "started_at": _iso(now - timedelta(hours=2)),
         "ended_at": _iso(now - timedelta(hours=1)), "price": 0.25})

@@ -1,4 +1,5 @@
-"""The pure parts: sweep expansion, content-hash tags, the boot script, placement, names, policy, settings."""
+"""The pure parts: sweep expansion, content-hash tags, the boot script, placement, the pool's part of the plan
+(names, launch, policy), settings."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from submitter import boot, context
+from submitter import backends, context
 from submitter import settings as settings_mod
 from submitter.aws.ec2 import SpotPrice
+from submitter.backends.pool import Names, pool_plan
 from submitter.errors import CapacityError, SettingsError, UsageError
-from submitter.plan import Names, PriceLookup, make_plan
+from submitter.plan import PriceLookup, make_plan
+from submitter.runtime import artefact
 from submitter.settings import Settings
 from submitter.spec import JobSpec, expand, load, submission_id
 
+SHA = "0" * 64
 NOW = datetime(2026, 11, 26, 7, 0, 0, tzinfo=timezone.utc)
 SPEC = """\
 name: exp1
@@ -119,28 +123,34 @@ def test_tag_changes_with_the_executable_bit(project: Path) -> None:
 # ---------------------------------------------------------------------------------------------- boot script
 
 
+def _boot(**values: object) -> str:
+    return artefact.user_data({"SUBMISSION": "s", "BUCKET": "b", "PREFIX": "p", "GROUP": "g", "DEADMAN_MINUTES": 1,
+                               "RUNTIME_SHA256": SHA, **values})  # type: ignore[dict-item]
+
+
 def test_boot_script_over_16_kb_is_refused() -> None:
-    small = boot.render({"SUBMISSION": "s", "BUCKET": "b", "PREFIX": "p", "GROUP": "g", "DEADMAN_MINUTES": 75})
-    assert len(small.encode()) < boot.USER_DATA_LIMIT
+    small = _boot(DEADMAN_MINUTES=75)
+    assert len(small.encode()) < artefact.USER_DATA_LIMIT
     with pytest.raises(UsageError, match="at most 16384 bytes"):
-        boot.render({"SUBMISSION": "s" * 16384, "BUCKET": "b", "PREFIX": "p", "GROUP": "g", "DEADMAN_MINUTES": 1})
-    exactly = "x" * boot.USER_DATA_LIMIT
-    boot.check_size(exactly)
+        _boot(SUBMISSION="s" * 16384)
+    exactly = "x" * artefact.USER_DATA_LIMIT
+    artefact.check_size(exactly)
     with pytest.raises(UsageError):
-        boot.check_size(exactly + "y")
+        artefact.check_size(exactly + "y")
 
 
 def test_boot_script_values_are_quoted_and_all_given() -> None:
-    text = boot.render({"SUBMISSION": "a b", "BUCKET": "b", "PREFIX": "p;rm -rf /", "GROUP": "g", "DEADMAN_MINUTES": 1})
+    text = _boot(SUBMISSION="a b", PREFIX="p;rm -rf /")
     assert "PREFIX='p;rm -rf /'" in text
     with pytest.raises(ValueError, match="GROUP"):
-        boot.render({"SUBMISSION": "s", "BUCKET": "b", "PREFIX": "p", "DEADMAN_MINUTES": 1})
+        artefact.user_data({"SUBMISSION": "s", "BUCKET": "b", "PREFIX": "p", "DEADMAN_MINUTES": 1,
+                            "RUNTIME_SHA256": SHA})
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by .ci/run")
 def test_rendered_boot_script_is_shellcheck_clean(project: Path, tmp_path: Path) -> None:
     script = tmp_path / "user-data.sh"
-    script.write_text(_plan(project).user_data)
+    script.write_text(pool_plan(_plan(project)).user_data)
     result = subprocess.run(["shellcheck", "-s", "bash", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
@@ -149,7 +159,7 @@ def test_rendered_boot_script_is_shellcheck_clean(project: Path, tmp_path: Path)
 
 
 def test_plan_json_has_the_documented_keys_and_secure_launch(project: Path) -> None:
-    plan = _plan(project).to_json()
+    plan = backends.dry_run(_plan(project))
     for key in ("runs", "image", "launch", "user_data", "iam_policy", "estimate"):
         assert key in plan
     json.dumps(plan)
@@ -171,7 +181,7 @@ def test_plan_json_has_the_documented_keys_and_secure_launch(project: Path) -> N
 
 def test_gpu_types_get_the_gpu_image(project: Path) -> None:
     (project / "job.yaml").write_text(SPEC.replace("[c5.large, m5.large]", "[g4dn.xlarge]"))
-    assert "/gpu/" in _plan(project).launch_template["ImageId"]
+    assert "/gpu/" in pool_plan(_plan(project)).launch_template["ImageId"]
 
 
 def test_placement_is_cheapest_first_within_max_price(project: Path) -> None:
@@ -203,16 +213,17 @@ def test_no_offer_under_max_price_is_a_clear_error(project: Path) -> None:
 
 def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     plan = _plan(project)
-    statements = {s["Sid"]: s for s in plan.iam_policy["Statement"]}
+    policy = pool_plan(plan).iam_policy
+    statements = {s["Sid"]: s for s in policy["Statement"]}
     sub = plan.submission_id
     assert statements["OwnRunObjects"]["Resource"] == [
         f"arn:aws:s3:::bkt/submitter/runs/{sub}*", f"arn:aws:s3:::bkt/submitter/submissions/{sub}/*"]
     assert statements["OwnQueue"]["Resource"] == [f"arn:aws:sqs:us-east-1:${{aws:PrincipalAccount}}:submitter-{sub}"]
     assert statements["PullTrainingImage"]["Resource"][0].endswith(":repository/submitter")
     assert statements["LeaveOwnGroup"]["Resource"][0].endswith(f"autoScalingGroupName/submitter-{sub}")
-    wildcard = [s["Sid"] for s in plan.iam_policy["Statement"] if "*" in s["Resource"]]
+    wildcard = [s["Sid"] for s in policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
-    no_writes_elsewhere = [a for s in plan.iam_policy["Statement"] for a in s["Action"]
+    no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"]
                            if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))]
     assert no_writes_elsewhere == []
 

@@ -1,0 +1,162 @@
+"""Staging every backend shares (docs/runtime-contract.md): local inputs to S3 (content-addressed, uploaded
+once), secrets to SSM, the submission document, each run's spec and first status, the runtime, and the
+`queued` marker. Idempotent for one submission id: a retried submit adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from submitter import contract
+from submitter.aws import ssm as ssm_api
+from submitter.aws.s3 import S3
+from submitter.aws.session import Aws
+from submitter.plan import Plan
+from submitter.progress import Progress
+
+UPLOAD_THREADS = 8
+
+
+@dataclass(frozen=True)
+class StagedInput:
+    uri: str
+    target: str
+    kind: str  # "dir" or "file"
+
+
+def stage_inputs(s3: S3, plan: Plan, progress: Progress) -> list[StagedInput]:
+    return [_stage_input(s3, plan, item.source, item.target, progress) for item in plan.spec.inputs]
+
+
+def _stage_input(s3: S3, plan: Plan, source: str, target: str, progress: Progress) -> StagedInput:
+    if source.startswith("s3://"):
+        return StagedInput(source, target, "dir" if source.endswith("/") else "file")
+    local = plan.loaded.local_inputs[source]
+    files = _files(local)
+    digest = _tree_digest(local, files)
+    prefix = plan.layout.input(digest)
+    kind = "dir" if local.is_dir() else "file"
+    uri = contract.Layout.uri(s3.bucket, prefix) + ("" if kind == "dir" else local.name)
+    if s3.exists(plan.layout.input_complete(digest)):
+        progress.done(f"input {source}: unchanged, already in S3")
+        return StagedInput(uri, target, kind)
+    total = sum(p.stat().st_size for _, p in files)
+    progress.step(f"uploading input {source}: {len(files)} file(s), {total} bytes")
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        list(pool.map(lambda item: s3.upload_file(str(item[1]), prefix + item[0]), files))
+    # Written last: an upload cut short is not taken for a whole one by the next submit.
+    s3.put_json(plan.layout.input_complete(digest), {"files": len(files), "bytes": total, "source": str(local)})
+    return StagedInput(uri, target, kind)
+
+
+def _files(local: Path) -> list[tuple[str, Path]]:
+    if local.is_file():
+        return [(local.name, local)]
+    found = []
+    for root, _, names in os.walk(local):
+        for name in names:
+            path = Path(root) / name
+            found.append((path.relative_to(local).as_posix(), path))
+    return sorted(found)
+
+
+def _tree_digest(local: Path, files: list[tuple[str, Path]]) -> str:
+    digest = hashlib.sha256(b"dir" if local.is_dir() else b"file")
+    for rel, path in files:
+        digest.update(rel.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def put_secrets(aws: Aws, plan: Plan, secrets: dict[str, str]) -> None:
+    if not secrets:
+        return
+    ssm = ssm_api.client(aws)
+    for name, value in secrets.items():
+        ssm_api.put_secret(ssm, contract.secrets_prefix(plan.submission_id) + name, value,
+                           f"submitter secret for {plan.submission_id}")
+
+
+def git_state(directory: Path) -> dict[str, Any] | None:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain"))}
+
+
+def submission_doc(plan: Plan, image_uri: str, inputs: list[StagedInput], secrets: dict[str, str],
+                   **backend_fields: Any) -> dict[str, Any]:
+    """submissions/S/submission.json: everything the runtime needs; a backend adds its own fields."""
+    spec = plan.spec
+    return {
+        "version": contract.SUBMISSION_VERSION,
+        "submission_id": plan.submission_id,
+        "job": plan.job,
+        "region": plan.region,
+        "image": image_uri,
+        "registry": image_uri.split("/", 1)[0],
+        "command": plan.command,
+        "volume_mount": spec.volume_mount,
+        "outputs": spec.outputs,
+        "checkpoints": spec.checkpoints,
+        "gpus": spec.resources.gpus,
+        "max_runtime": spec.limits.max_runtime,
+        "max_cost": spec.limits.max_cost,
+        "retries": spec.retries.model_dump(),
+        "inputs": [i.__dict__ for i in inputs],
+        "secrets": {"names": sorted(secrets), "ssm_prefix": contract.secrets_prefix(plan.submission_id)},
+        **backend_fields,
+    }
+
+
+def put_runtime(s3: S3, plan: Plan) -> None:
+    """The instance runtime (one zipapp) that the boot script or the Batch command fetches and checks by hash."""
+    from submitter.runtime import artefact
+
+    s3.put_bytes(plan.layout.runtime(plan.submission_id), artefact.build(), "application/zip")
+
+
+def stage_runs(s3: S3, plan: Plan, image_uri: str, created: str, **backend_fields: Any) -> None:
+    """Each run's spec.json, and its first status (`queued`) unless a retried submit finds one."""
+    spec = plan.spec
+    git = git_state(plan.loaded.path.parent)
+    for run in plan.runs:
+        s3.put_json(plan.layout.run_spec(run.run_id), {
+            "run_id": run.run_id, "submission_id": plan.submission_id, "job": plan.job, "index": run.index,
+            "sweep": run.sweep, "env": run.env, "command": plan.command, "image": image_uri,
+            "spec_file": plan.spec_file, "spec": spec.model_dump(mode="json"), "git": git,
+            "region": plan.region, "instance_types": spec.resources.instance_types,
+            "max_price": spec.resources.max_price, **backend_fields, "created_at": created,
+        })
+        if not s3.exists(plan.layout.status(run.run_id)):
+            first = contract.Status(run.run_id, plan.submission_id, plan.job, contract.QUEUED, created_at=created)
+            s3.put_json(plan.layout.status(run.run_id), first.to_json())
+
+
+def messages(plan: Plan) -> list[dict[str, Any]]:
+    return [contract.run_message(r.run_id, r.index, r.env) for r in plan.runs]
+
+
+def is_queued(s3: S3, plan: Plan) -> bool:
+    return s3.exists(plan.layout.queued(plan.submission_id))
+
+
+def mark_queued(s3: S3, plan: Plan, created: str) -> None:
+    """The runs are handed over: makes a retried submit idempotent, and lists the submission's runs."""
+    s3.put_json(plan.layout.queued(plan.submission_id), {"runs": [r.run_id for r in plan.runs], "at": created})
