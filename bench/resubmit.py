@@ -186,15 +186,17 @@ class ByHand:
         self._sh("docker", "build", "-f", str(self.project / "Dockerfile.train"), "-t", self.image, str(self.project))
         self._sh("docker", "push", self.image)
 
-    def prepare(self) -> tuple[Any, Path]:
+    def prepare(self) -> tuple[Any, Any, Path]:
         """Untimed: the files a person would have edited before typing the commands."""
         from submitter import settings as settings_mod
+        from submitter.backends.pool import pool_plan
         from submitter.plan import PriceLookup, make_plan
         from submitter.spec import load
 
         settings = settings_mod.load({k: v for k, v in self.env.items() if k.startswith(("SUBMITTER_", "AWS_"))},
                                      self.project)
         plan = make_plan(load(self.spec), settings, PriceLookup(None, "by hand"))
+        pool = pool_plan(plan)
         run = plan.runs[0]
         root = self.work / plan.submission_id
         docs = root / "s3"
@@ -203,7 +205,7 @@ class ByHand:
         sub_dir.mkdir(parents=True)
         run_dir.mkdir(parents=True)
         submission = {**self.previous["submission"], "submission_id": plan.submission_id,
-                      "queue_name": plan.names.queue, "image": self.image, "secrets": {"names": [], "ssm_prefix": ""}}
+                      "queue_name": pool.names.queue, "image": self.image, "secrets": {"names": [], "ssm_prefix": ""}}
         (sub_dir / "submission.json").write_text(json.dumps(submission))
         (sub_dir / "agent.py").write_bytes(self.previous["agent"])
         (sub_dir / "queued").write_text(json.dumps({"runs": [run.run_id]}))
@@ -211,25 +213,25 @@ class ByHand:
                                                        "submission_id": plan.submission_id, "image": self.image}))
         (run_dir / "status.json").write_text(json.dumps({"run_id": run.run_id, "submission_id": plan.submission_id,
                                                          "job": plan.job, "state": "queued", "attempt": 0}))
-        template = {k: v for k, v in plan.launch_template.items() if k != "TagSpecifications"}
+        template = {k: v for k, v in pool.launch_template.items() if k != "TagSpecifications"}
         template["IamInstanceProfile"] = {"Name": self.profile}
         (root / "template.json").write_text(json.dumps(template))
-        group = {k: v for k, v in plan.group.items() if k not in ("AvailabilityZones", "Tags")}
+        group = {k: v for k, v in pool.group.items() if k not in ("AvailabilityZones", "Tags")}
         group["VPCZoneIdentifier"] = self.subnet
         (root / "group.json").write_text(json.dumps(group))
         (root / "message.json").write_text(json.dumps({"run_id": run.run_id, "index": run.index, "env": run.env}))
-        return plan, root
+        return pool, plan, root
 
     def once(self) -> dict[str, float]:
-        plan, root = self.prepare()
+        pool, plan, root = self.prepare()
         t0 = time.time()
         self.build_push()
         self._aws("s3", "cp", "--recursive", "--only-show-errors", str(root / "s3"),
                  f"s3://{self.bucket}/{PREFIX}/")
-        url = json.loads(self._aws("sqs", "create-queue", "--queue-name", plan.names.queue))["QueueUrl"]
+        url = json.loads(self._aws("sqs", "create-queue", "--queue-name", pool.names.queue))["QueueUrl"]
         self._aws("sqs", "send-message", "--queue-url", url, "--message-body",
                  (root / "message.json").read_text())
-        self._aws("ec2", "create-launch-template", "--launch-template-name", plan.names.launch_template,
+        self._aws("ec2", "create-launch-template", "--launch-template-name", pool.names.launch_template,
                  "--launch-template-data", f"file://{root / 'template.json'}")
         self._aws("autoscaling", "create-auto-scaling-group", "--cli-input-json",
                  f"file://{root / 'group.json'}")

@@ -73,12 +73,11 @@ def running(sandbox: Any, sandbox_env: dict[str, str], tmp_path_factory: pytest.
         yield {"run_id": run_id, "instance_id": status["instance_id"], "group_id": group_id, "key": key,
                "submission": submitted["submission_id"]}
     finally:
-        from submitter import capacity
-        from submitter.aws import session
-        from submitter.plan import Names
+        from submitter import connect
+        from submitter.backends.pool import capacity
 
-        aws = session.connect(session.resolve(sandbox.settings))
-        capacity.remove(aws, Names.of(submitted["submission_id"]), submitted["submission_id"])
+        aws = connect.aws(connect.resolve(sandbox.settings))
+        capacity.remove(aws, submitted["submission_id"])
 
 
 def test_the_instance_has_the_key_and_port_22_answers_only_while_a_rule_admits_the_caller(

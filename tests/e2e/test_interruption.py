@@ -92,12 +92,11 @@ def _uninterrupted_metrics(tmp: Path) -> dict[str, Any]:
 
 def _finish(sandbox: Any, submission: str) -> None:
     """Remove the drained submission's resources (what `submit --wait` or `gc` does) and check nothing lives."""
-    from submitter import capacity
-    from submitter.aws import session
-    from submitter.plan import Names
+    from submitter import connect
+    from submitter.backends.pool import capacity
 
-    aws = session.connect(session.resolve(sandbox.settings))
-    capacity.remove(aws, Names.of(submission), submission)
+    aws = connect.aws(connect.resolve(sandbox.settings))
+    capacity.remove(aws, submission)
     assert capacity.live_instances(aws, submission) == []
 
 

@@ -166,12 +166,12 @@ def test_max_runtime_stops_the_container_and_uploads_outputs(
 
 def _launch_by_hand(sandbox: Any, project: Path, image: str | None = None,
                     device: str | None = None) -> tuple[dict[str, Any], str]:
-    """Stage and launch one run through the real stage and capacity code, with a broken image reference or
+    """Stage and launch one run through the real pool backend, with a broken image reference or
     data volume device that a spec cannot express; wait for the run to end. Returns (status, submission)."""
     import dataclasses
 
-    from submitter import capacity, execute, stage
-    from submitter.aws import session
+    from submitter import connect, execute
+    from submitter.backends.pool import pool_plan, submit
     from submitter.progress import NullProgress
     from submitter.spec import load
 
@@ -179,17 +179,17 @@ def _launch_by_hand(sandbox: Any, project: Path, image: str | None = None,
         command: [python, train.py]
         resources: {instance_types: [c5.large], max_price: 0.1, volume_gb: 1}
     """)
-    settings = session.resolve(sandbox.settings)
-    aws = session.connect(settings)
+    settings = connect.resolve(sandbox.settings)
+    aws = connect.aws(settings)
     loaded = load(spec)
     plan = execute.make_plan(loaded, settings, execute.prices(aws, loaded), account=execute.account_id(aws))
+    pool = pool_plan(plan)
     if device:
-        template = json.loads(json.dumps(plan.launch_template))
+        template = json.loads(json.dumps(pool.launch_template))
         template["BlockDeviceMappings"][0]["DeviceName"] = device
-        plan = dataclasses.replace(plan, launch_template=template)
+        pool = dataclasses.replace(pool, launch_template=template)
     image = image or f"{settings.registry}/submitter@sha256:{'0' * 64}"
-    stage.stage(aws, plan, image, {}, NullProgress())
-    capacity.launch(aws, plan, NullProgress())
+    submit.submit(aws, plan, pool, image, {}, NullProgress())
     (run,) = execute.wait(aws, settings, [execute.Submitted(plan, image)], False, lambda _: None, poll_s=2)
     return run, plan.submission_id
 
