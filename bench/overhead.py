@@ -41,7 +41,7 @@ MIN_BILLED_S = 60  # EC2 pricing: Linux instances billed per second with a 60-se
 ECR_MB_S = 80  # in-region ECR pull: c5.large's baseline network is 0.75 Gbps (about 94 MB/s); 80 effective
 S3_MB_S = 80  # in-region S3 upload, the same network bound
 OUTPUTS_MB = 1000  # a 1-hour training run's final outputs and last checkpoint: assume 1 GB
-DRAIN_S = 2 * 20  # agent.py: EMPTY_RECEIVES_TO_EXIT (2) x RECEIVE_WAIT (20 s) before the worker leaves
+DRAIN_S = 2 * 20  # runtime/pool.py: EMPTY_RECEIVES_TO_EXIT (2) x RECEIVE_WAIT (20 s) before the worker leaves
 SHUTDOWN_S = 5  # the agent's exit and TerminateInstanceInAutoScalingGroup; billing ends at shutting-down
 IMAGES_MB = {  # compressed sizes
     "example image": None,  # measured: the local python:3.11-slim base's layers as the registry stores them
@@ -102,7 +102,7 @@ def run(smoke: bool = False) -> dict[str, object]:
         "boot, launch -> user-data (s, assumed)": BOOT_S,
         "ECR pull / S3 upload network rate (MB/s, assumed)": ECR_MB_S,
         f"upload of {OUTPUTS_MB} MB outputs + last checkpoint (s)": round(upload),
-        "drain: 2 empty 20 s queue polls (s, agent.py)": DRAIN_S,
+        "drain: 2 empty 20 s queue polls (s, runtime/pool.py)": DRAIN_S,
         "agent exit + terminate (s, assumed)": SHUTDOWN_S,
     }
     summary = []
@@ -146,7 +146,7 @@ def run(smoke: bool = False) -> dict[str, object]:
         f"upload: {OUTPUTS_MB} MB at {S3_MB_S} MB/s; the sandbox's S3 (moto, in-memory, one Python process) is no "
         "measure of S3's rate, so its figure is shown but not used. Periodic checkpoint syncs overlap training.",
         f"drain: after the last run the agent polls the empty queue {DRAIN_S // 20} x 20 s before leaving "
-        "(submitter/boot/agent.py EMPTY_RECEIVES_TO_EXIT, RECEIVE_WAIT); one worker per run is the worst case.",
+        "(submitter/runtime/pool.py EMPTY_RECEIVES_TO_EXIT, RECEIVE_WAIT); one worker per run is the worst case.",
         "the PyTorch CUDA image (the base of jobs/gpu-example.yaml, pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime) "
         "is taken as 3.5 GB compressed, the order of size of those CUDA runtime tags; it is not pulled here (no "
         "internet), so this size is an assumption, not a measurement.",

@@ -9,7 +9,7 @@ Two intervals per submission, both read from the same sources for both ways:
 
 By hand, per submission (each command a new process, as typed in a shell):
   docker build (cached) + docker push ("Layer already exists"); `aws s3 cp --recursive` of the submission's
-  documents (submission.json, agent.py, the run's spec.json and status.json, written beforehand from the
+  documents (submission.json, runtime.pyz, the run's spec.json and status.json, written beforehand from the
   previous submission's, as a person editing ids would); `aws sqs create-queue` + `aws sqs send-message`;
   `aws ec2 create-launch-template` with the same user-data and spot settings; `aws autoscaling
   create-auto-scaling-group`. The instance profile and the registry login are made once, untimed (a person
@@ -156,7 +156,7 @@ class ByHand:
         # the documents of an earlier submission, to edit as a person would
         first_run = json.loads(get(f"submissions/{previous}/queued"))["runs"][0]
         self.previous = {"submission": json.loads(get(f"submissions/{previous}/submission.json")),
-                         "agent": get(f"submissions/{previous}/agent.py"),
+                         "runtime": get(f"submissions/{previous}/runtime.pyz"),
                          "spec": json.loads(get(f"runs/{first_run}/spec.json"))}
         # Once, untimed: registry login, an instance profile, the subnet to launch into.
         (work / "docker").mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,7 @@ class ByHand:
         submission = {**self.previous["submission"], "submission_id": plan.submission_id,
                       "queue_name": pool.names.queue, "image": self.image, "secrets": {"names": [], "ssm_prefix": ""}}
         (sub_dir / "submission.json").write_text(json.dumps(submission))
-        (sub_dir / "agent.py").write_bytes(self.previous["agent"])
+        (sub_dir / "runtime.pyz").write_bytes(self.previous["runtime"])
         (sub_dir / "queued").write_text(json.dumps({"runs": [run.run_id]}))
         (run_dir / "spec.json").write_text(json.dumps({**self.previous["spec"], "run_id": run.run_id,
                                                        "submission_id": plan.submission_id, "image": self.image}))
