@@ -1,0 +1,74 @@
+"""`submitter sandbox up|down|status|env|logs|interrupt`: the local AWS (docs/sandbox.md)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from submitter.cli.base import print_json, say, settings_of
+
+
+def up(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Start the sandbox (idempotent); returns when it is ready."""
+    from submitter.sandbox import api
+
+    state = api.up(settings_of(ctx), say)
+    if as_json:
+        print_json(state)
+    else:
+        typer.echo(f"sandbox ready: {state['endpoint_url']} (registry {state['registry']})")
+        typer.echo("inspect it with: eval \"$(submitter sandbox env)\"; aws ec2 describe-instances")
+
+
+def down(ctx: typer.Context) -> None:
+    """Stop the sandbox: no process, container, loop device or mount is left behind."""
+    from submitter.sandbox import api
+
+    api.down(settings_of(ctx), say)
+    typer.echo("sandbox down")
+
+
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Whether the sandbox runs, its endpoints, and its instances."""
+    from submitter.sandbox import api
+
+    state = api.status(settings_of(ctx))
+    if as_json:
+        print_json(state)
+        return
+    typer.echo(f"sandbox: {'up' if state.get('up') else 'down'}")
+    for key in ("endpoint_url", "registry", "region"):
+        if state.get(key):
+            typer.echo(f"  {key}: {state[key]}")
+    for inst in state.get("instances", []):
+        typer.echo(f"  {inst['instance_id']}  {inst['state']}  {inst.get('instance_type', '')}")
+
+
+def env(ctx: typer.Context) -> None:
+    """Print `export` lines so the aws CLI or boto3 talk to the sandbox."""
+    import shlex
+
+    from submitter.sandbox import api
+
+    for name, value in api.env(settings_of(ctx)).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+def logs(ctx: typer.Context, instance_id: str = typer.Argument(..., help="Instance id.")) -> None:
+    """An instance's boot output (like cloud-init-output.log)."""
+    from submitter.sandbox import api
+
+    sys.stdout.write(api.logs(settings_of(ctx), instance_id))
+
+
+def interrupt(
+    ctx: typer.Context,
+    instance_id: str = typer.Argument(..., help="Instance id."),
+    notice: float = typer.Option(120.0, "--notice", help="Seconds between the notice and termination."),
+) -> None:
+    """Schedule a spot interruption: IMDS shows the notice, then the instance is terminated."""
+    from submitter.sandbox import api
+
+    result = api.interrupt(settings_of(ctx), instance_id, notice)
+    typer.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")
