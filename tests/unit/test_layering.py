@@ -4,8 +4,8 @@ and the instance runtime), and no module under submitter/ over 400 lines."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,10 @@ SDK_ALLOWED = ("aws", "sandbox", "runtime")  # folders under submitter/ that may
 MAX_LINES = 400
 VIOLATION = "import boto3\nfrom botocore.exceptions import ClientError\n\n__all__ = ['boto3', 'ClientError']\n"
 
-needs_ruff = pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed (the dev extra)")
-# The repository-wide checks pass only once every part of issue 13 has landed; until then they report (xfail)
-# without stopping `pytest -x`. Remove this marker when the refactor is complete.
-refactor_in_progress = pytest.mark.xfail(reason="issue 13 in progress: modules still being split or moved",
-                                         strict=False)
-
-
 def _ruff(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ruff", "check", "--no-cache", *args], cwd=REPO, input=stdin, text=True,
-                          capture_output=True, check=False)
+    # ruff comes with the dev extra (pyproject.toml), so CI always has it: a missing ruff fails here, loudly.
+    return subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *args], cwd=REPO, input=stdin,
+                          text=True, capture_output=True, check=False)
 
 
 def _modules() -> list[Path]:
@@ -36,7 +30,6 @@ def _sdk_allowed(path: Path) -> bool:
     return path.relative_to(PACKAGE).parts[0] in SDK_ALLOWED
 
 
-@needs_ruff
 def test_ruff_refuses_boto3_outside_the_aws_folder() -> None:
     result = _ruff("--select", "TID251", "--stdin-filename", "submitter/layering_violation.py", "-",
                    stdin=VIOLATION)
@@ -46,7 +39,6 @@ def test_ruff_refuses_boto3_outside_the_aws_folder() -> None:
     assert "only under submitter/aws/" in result.stdout
 
 
-@needs_ruff
 @pytest.mark.parametrize("allowed", ["submitter/aws/x.py", "submitter/sandbox/x.py", "submitter/runtime/x.py",
                                      "tests/unit/x.py", "bench/x.py"])
 def test_ruff_allows_boto3_in_the_allowed_folders(allowed: str) -> None:
@@ -54,21 +46,17 @@ def test_ruff_allows_boto3_in_the_allowed_folders(allowed: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_ruff
-@refactor_in_progress
 def test_the_repository_is_ruff_clean() -> None:
     result = _ruff(".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@refactor_in_progress
 def test_no_module_under_submitter_is_over_400_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in _modules()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
 
 
-@refactor_in_progress
 def test_sdk_clients_are_made_only_under_the_aws_folder() -> None:
     # A client is asked for by service name only inside an adapter (`ec2.client(aws)` hands it out).
     call = re.compile(r"\.client\(\s*['\"]")
