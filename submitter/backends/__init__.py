@@ -30,7 +30,7 @@ def get(name: str | None, where: str = "--backend") -> Backend:
 
 
 def for_plan(plan: Plan) -> Backend:
-    return get(plan.backend, "resources.backend")
+    return get(plan.backend, "--backend" if plan.backend != plan.spec.resources.backend else "resources.backend")
 
 
 def for_submission(s3: S3, layout: contract.Layout, submission: str) -> Backend:
