@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from submitter import contract
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.session import Aws
 from submitter.errors import RemoteError, UsageError
@@ -23,7 +24,6 @@ from submitter.settings import Settings
 Say = Callable[[str], None]
 AWS_USER = "ec2-user"  # Amazon Linux's login user (the AMI of docs/decisions.md)
 CHECKIP = "https://checkip.amazonaws.com"
-LIVE_STATES = ("starting", "running")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
     (status,) = tracking.statuses(s3, tracking.Where(settings.bucket, settings.prefix), [run_id])
     state = status.get("state", "unknown")
     where = f"run {run_id}"
-    if state not in LIVE_STATES or not status.get("instance_id"):
+    if state not in contract.ACTIVE or not status.get("instance_id"):
         raise RemoteError(where, f"is {state}: no instance runs it now",
                           f"see `submitter status {run_id}`; connect while it is running")
     iid = str(status["instance_id"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from submitter import contract
 from submitter.cli.base import print_json, say, settings_of
 
 
@@ -70,6 +71,6 @@ def submit(
         states = execute.wait(aws, settings, submitted, follow, say)
         if as_json:
             print_json({"submissions": summary, "runs": states})
-        failed = [st for st in states if st.get("state") != "succeeded"]
+        failed = [st for st in states if st.get("state") != contract.SUCCEEDED]
         if failed:
             raise typer.Exit(1)

@@ -33,22 +33,6 @@ class BuildRequest:
     uri: str | None = None  # prebuilt image: no build, no push, only an existence check
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    """What happened, as facts: runs record `uri_with_digest`; tests and the CLI read the rest."""
-
-    uri_with_digest: str
-    tag: str
-    digest: str
-    built: bool
-    pushed: bool
-    bytes_pushed: int = 0  # compressed bytes uploaded: new layer blobs, their config, the manifest
-    layers_pushed: int = 0  # layers uploaded; layers the registry already had are not counted
-    layers_total: int = 0
-    image_bytes: int = 0  # compressed size of the whole image in the registry (layers, config, manifest)
-    image_id: str | None = None  # local image id when built here
-
-
 def build_labels(build: BuildRequest, tag: str) -> dict[str, str]:
     """OCI revision (git commit of the context), whether its work tree is dirty, the job and the tag."""
     labels = {"submitter.job": build.job, "submitter.tag": tag}
