@@ -3,31 +3,19 @@ store and a real child process (submitter/runtime/batch.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from runtime_memory import MemoryStore
 
 from submitter import contract
 from submitter.contract import Layout
 from submitter.runtime.batch import Wrapper, final_attempt, pick_run, settle
 
-
-def _memory() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runtime_memory", Path(__file__).with_name("runtime_memory.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-MemoryStore = _memory().MemoryStore
 SUB = "wexp-20260101-000000-abcdef"
 L = Layout("wp")
 RETRY = contract.EXIT_RETRY

@@ -4,18 +4,16 @@ run and reports the instance (submitter/runtime/{imds,store,docker,logs,pool,hos
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from runtime_memory import MemoryStore
 
 from submitter import contract
 from submitter.contract import Layout, Status
@@ -25,18 +23,6 @@ from submitter.runtime.imds import Imds
 from submitter.runtime.lifecycle import Attempt, Process, Settlement
 from submitter.runtime.logs import LogShipper
 from submitter.runtime.store import CliStore
-
-
-def _memory() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runtime_memory", Path(__file__).with_name("runtime_memory.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-MemoryStore = _memory().MemoryStore
 
 SUB: dict[str, Any] = {
     "submission_id": "s", "job": "exp1", "image": "reg/train@sha256:" + "a" * 64,
