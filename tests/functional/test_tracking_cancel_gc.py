@@ -92,7 +92,7 @@ def _group(aws: tuple[Aws, str], name: str) -> dict[str, Any] | None:
 
 class FakeAgent(threading.Thread):
     """Holds one run `running` on an instance; when a cancel marker appears, uploads an output and reports
-    `cancelled`, as the runtime does (submitter/runtime/lifecycle.py) (stop the container, upload outputs, write status)."""
+    `cancelled`, as submitter/runtime/lifecycle.py does (stop the container, upload outputs, write status)."""
 
     def __init__(self, s3: S3, run_id: str, submission: str, instance_id: str) -> None:
         super().__init__(daemon=True)
