@@ -102,7 +102,7 @@ def git_state(directory: Path) -> dict[str, Any] | None:
 
 def submission_doc(plan: Plan, image_uri: str, inputs: list[StagedInput], secrets: dict[str, str],
                    **backend_fields: Any) -> dict[str, Any]:
-    """submissions/S/submission.json: everything the runtime needs; a backend adds its own fields."""
+    """The submission document (Layout.submission_doc): everything the runtime needs; a backend adds its own fields."""
     spec = plan.spec
     return {
         "version": contract.SUBMISSION_VERSION,
@@ -133,7 +133,7 @@ def put_runtime(s3: S3, plan: Plan) -> None:
 
 
 def stage_runs(s3: S3, plan: Plan, image_uri: str, created: str, **backend_fields: Any) -> None:
-    """Each run's spec.json, and its first status (`queued`) unless a retried submit finds one."""
+    """Each run's spec (Layout.run_spec), and its first status (`queued`) unless a retried submit finds one."""
     spec = plan.spec
     git = git_state(plan.loaded.path.parent)
     for run in plan.runs:

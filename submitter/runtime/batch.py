@@ -1,7 +1,7 @@
 """The Batch wrapper (`runtime.pyz batch`, the job definition's command in the user's image): one AWS Batch
 job attempt of one run (lifecycle.Attempt) with the command as a child process, leaving the same S3 layout
-and status.json as the pool. Exit codes: 0 the run succeeded; contract.EXIT_RETRY another Batch attempt is
-wanted (the job definition retries on it); anything else ends the job (status.json says why)."""
+and status documents as the pool. Exit codes: 0 the run succeeded; contract.EXIT_RETRY another Batch attempt is
+wanted (the job definition retries on it); anything else ends the job (the run's status says why)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ class Wrapper:
         host.sub = host.store.read_json(layout.submission_doc(self.submission)) or {}
         runs = host.store.read_json(layout.batch_runs(self.submission))
         if not host.sub or not runs:
-            raise RuntimeError(f"no submission.json or runs list under {layout.submission(self.submission)}")
+            raise RuntimeError(f"no {layout.submission_doc(self.submission)} or {layout.batch_runs(self.submission)}")
         run = pick_run(list(runs) if isinstance(runs, list) else [], self.environ)
         status = read_status(host, str(run["run_id"]))
         if status.terminal:

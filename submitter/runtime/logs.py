@@ -47,7 +47,8 @@ class LogShipper:
 
 
 class RunLog:
-    """runs/RUN/logs/agent.log: earlier attempts' lines first, then this attempt's, uploaded at the end."""
+    """The run's agent log (Layout.agent_log): earlier attempts' lines first, then this attempt's, uploaded at
+    the end."""
 
     def __init__(self, store: Store, layout: Layout, run_id: str, path: Path, label: str) -> None:
         self.store, self.key, self.path = store, layout.agent_log(run_id), path

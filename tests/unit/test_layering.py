@@ -1,8 +1,10 @@
 """The layering rules CI enforces: boto3/botocore and SDK clients only under submitter/aws/ (plus the sandbox
-and the instance runtime), and no module under submitter/ over 400 lines."""
+and the instance runtime), no module under submitter/ over 400 lines, and the S3 layout and run states spelled
+only in submitter/contract.py."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -62,4 +64,51 @@ def test_sdk_clients_are_made_only_under_the_aws_folder() -> None:
     call = re.compile(r"\.client\(\s*['\"]")
     found = [f"{p.relative_to(REPO)}:{i}" for p in _modules() if not _sdk_allowed(p)
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if call.search(line)]
+    assert found == []
+
+
+# What only submitter/contract.py may spell: the documents' names and the layout's folders.
+KEY_PATH = re.compile(r"(status|submission|batch|runs|spec)\.json|\b(runs|submissions|inputs|instances)/"
+                      r"|logs/(chunks|container|agent)|\b(outputs|checkpoints)/")
+STATE = re.compile(r"queued|starting|running|succeeded|failed|interrupted|cancelled")
+# Words that are EC2's or the sandbox's own instance states, not a run's: allowed where they are EC2's.
+EC2_STATE_MODULES = ("sandbox", "aws", "backends/pool", "access")
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_the_key_layout_is_spelled_only_in_the_contract() -> None:
+    found = [f"{p.relative_to(REPO)}:{line}: {text[:60]!r}" for p in _modules() if p.name != "contract.py"
+             for line, text in _strings(p) if KEY_PATH.search(text)]
+    assert found == []
+
+
+def _state_uses(path: Path) -> list[tuple[int, str]]:
+    """State literals the code decides on: compared with (`== "failed"`, `in ("queued", ...)`) or written as a
+    document's `state`. Prose that mentions one (a reason, a message) is not a use."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        values: list[ast.expr] = []
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                values += side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+        elif isinstance(node, ast.Dict):
+            values += [v for k, v in zip(node.keys, node.values, strict=True)
+                       if isinstance(k, ast.Constant) and k.value == "state"]
+        elif isinstance(node, ast.keyword) and node.arg == "state":
+            values.append(node.value)
+        found += [(v.lineno, v.value) for v in values
+                  if isinstance(v, ast.Constant) and isinstance(v.value, str) and STATE.fullmatch(v.value)]
+    return found
+
+
+def test_run_states_are_named_only_in_the_contract() -> None:
+    def ec2s(path: Path) -> bool:
+        return str(path.relative_to(PACKAGE)).startswith(EC2_STATE_MODULES)
+
+    found = [f"{p.relative_to(REPO)}:{line}: {text!r}" for p in _modules()
+             if p.name != "contract.py" and not ec2s(p) for line, text in _state_uses(p)]
     assert found == []

@@ -1,5 +1,5 @@
-"""Submitting to AWS Batch: the shared staging plus runs.json (the runs by array index), the job role, a job
-definition, and one job (an array job for a sweep); and cancelling it by terminating the job."""
+"""Submitting to AWS Batch: the shared staging plus the runs by array index (Layout.batch_runs), the job
+role, a job definition, and one job (an array job for a sweep); and cancelling it by terminating the job."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def queue_for(plan: Plan) -> str:
 
 def submit(aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progress: Progress) -> dict[str, Any]:
     """Stage the submission's documents, register its job definition and submit one job (an array job for a
-    sweep). A retried submit with the same id submits nothing twice: submissions/S/batch.json records the job."""
+    sweep). A retried submit with the same id submits nothing twice: its batch record (Layout.batch_record)
+    names the job."""
     assert plan.bucket
     batch = batch_api.client(aws)
     queue = queue_for(plan)
@@ -63,7 +64,7 @@ def submit(aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progre
 
 def _stage(aws: Aws, s3: S3, plan: Plan, image_uri: str, secrets: dict[str, str], progress: Progress) -> None:
     """The documents of docs/runtime-contract.md that the wrapper reads, without a queue (Batch is the queue);
-    plus runs.json, the runs by array index."""
+    plus the runs by array index (Layout.batch_runs)."""
     inputs = staging.stage_inputs(s3, plan, progress)
     staging.put_secrets(aws, plan, secrets)
     s3.put_json(plan.layout.submission_doc(plan.submission_id),
