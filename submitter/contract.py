@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -280,3 +281,36 @@ def _float(value: Any) -> float:
 def queued_runs(doc: dict[str, Any] | None) -> list[str]:
     """The run ids a `queued` marker lists."""
     return [str(r) for r in (doc or {}).get("runs", [])]
+
+
+# ----------------------------------------------------------------------------- names and paths read back
+# Run ids and keys come back from documents and listings a job could have written (a `queued` marker, a
+# Batch record, a queue message, its own outputs). Before one becomes a path on a disk, it is checked here.
+
+_SUBMISSION_ID = r"[a-z0-9-]{1,40}-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}"  # spec/sweep.py: NAME-YYYYmmdd-HHMMSS-TOKEN
+_RUN_ID = re.compile(r"(?P<submission>" + _SUBMISSION_ID + r")(?:-(?P<index>[0-9]{1,9}))?")
+
+
+def submission_of(run_id: str) -> str | None:
+    """The submission a run id belongs to (SUB, or SUB-<index> for a sweep), None when it is not a run id."""
+    match = _RUN_ID.fullmatch(run_id) if isinstance(run_id, str) else None
+    return match.group("submission") if match else None
+
+
+def is_run_of(run_id: str, submission_id: str) -> bool:
+    """True when `run_id` is one of `submission_id`'s run ids: the id itself or `<id>-<index>`."""
+    if not isinstance(run_id, str) or _RUN_ID.fullmatch(run_id) is None:
+        return False
+    rest = run_id[len(submission_id):] if run_id.startswith(submission_id) else None
+    return rest == "" or (rest is not None and rest[:1] == "-" and rest[1:].isdigit() and rest[1:].isascii())
+
+
+def safe_relative(rel: str) -> str | None:
+    """`rel` (a key below a prefix) when it names a file inside a directory: no empty, `.` or `..` segment, not
+    absolute, no NUL or backslash; None otherwise (the caller refuses the key and says so)."""
+    if not rel or "\\" in rel or "\0" in rel:
+        return None
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return rel
