@@ -51,6 +51,11 @@ SECRETS_ROOT = "/submitter"  # SSM Parameter Store path of every submission's se
 TAG_SUBMISSION = "submitter:submission"
 TAG_JOB = "submitter:job"
 TAG_DEADLINE = "submitter:deadline"
+# Which bucket and prefix hold the submission's documents: gc judges a resource only against those, so a
+# teammate's submission in the same account (another bucket or prefix) is never taken for an orphan.
+TAG_BUCKET = "submitter:bucket"
+TAG_PREFIX = "submitter:prefix"
+SSH_RULE_MARK = "submitter ssh"  # starts the description of a per-session port-22 rule: "... TOKEN until TIME"
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 

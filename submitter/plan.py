@@ -149,6 +149,8 @@ def make_plan(
         contract.TAG_SUBMISSION: submission,
         contract.TAG_JOB: spec.name,
         contract.TAG_DEADLINE: contract.iso(deadline),
+        contract.TAG_BUCKET: settings.bucket or "",
+        contract.TAG_PREFIX: settings.prefix,
     }
     return Plan(
         submission_id=submission,
