@@ -20,7 +20,7 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_REGION", "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1", "AWS region for every call"),
     ("SUBMITTER_PROFILE", "AWS_PROFILE", "AWS named profile (credentials come from the usual AWS chain)"),
     ("SUBMITTER_BUCKET", "(none; `init` creates one)", "private S3 bucket holding runs, inputs and logs"),
-    ("SUBMITTER_PREFIX", "submitter", "key prefix inside the bucket"),
+    ("SUBMITTER_PREFIX", "submitter", "key prefix inside the bucket: segments of A-Za-z0-9 . _ - joined by /"),
     ("SUBMITTER_ECR_REPOSITORY", "submitter", "ECR repository for training images"),
     ("SUBMITTER_REGISTRY", "(from ECR)", "registry endpoint override, host[:port] (the sandbox sets it)"),
     ("SUBMITTER_SSH_KEY", "(none: no key on instances)", "EC2 key pair on instances, for `ssh` (`init --key-pair`)"),
@@ -34,6 +34,10 @@ REFERENCE: list[tuple[str, str, str]] = [
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# The prefix is spliced into S3 keys, IAM ARNs and policy conditions, and the boot script: a quote, a newline
+# or an IAM wildcard (* ?) there would widen or break them, so only plain path segments are accepted.
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+PREFIX_MAX = 128
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
             "SUBMITTER_ECR_REPOSITORY", f"{repository!r} is not a valid ECR repository name",
             "use lowercase letters, digits and . _ - / separators",
         )
-    prefix = (get("SUBMITTER_PREFIX") or "submitter").strip("/")
+    prefix = _prefix(get("SUBMITTER_PREFIX") or "submitter")
     home = Path(get("SUBMITTER_HOME") or "~/.submitter").expanduser()
     port = get("SUBMITTER_SANDBOX_PORT") or "45660"
     if not port.isdigit() or not 1024 <= int(port) <= 65530:
@@ -115,6 +119,24 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         debug=_flag(values, "SUBMITTER_DEBUG"),
         batch_max_vcpus=int(max_vcpus),
     )
+
+
+def _prefix(raw: str) -> str:
+    """SUBMITTER_PREFIX as segments of [A-Za-z0-9._-] joined by single slashes (outer slashes dropped)."""
+    prefix = raw.strip("/")
+    segments = prefix.split("/")
+    bad = next((s for s in segments if not _PREFIX_SEGMENT.match(s) or s in (".", "..")), None)
+    if bad is not None or len(prefix) > PREFIX_MAX:
+        what = (f"is longer than {PREFIX_MAX} characters" if bad is None
+                else "has an empty segment (// or only slashes)" if bad == ""
+                else f"has the segment {bad!r}, which is . or .." if bad in (".", "..")
+                else f"has the segment {bad!r}, with a character other than letters, digits, . _ -")
+        raise SettingsError(
+            "SUBMITTER_PREFIX", f"{raw!r} {what}",
+            f"use segments of letters, digits, . _ - separated by single slashes, at most {PREFIX_MAX} "
+            "characters (e.g. submitter or team/alice)",
+        )
+    return prefix
 
 
 def _flag(values: Mapping[str, str | None], name: str) -> bool:
