@@ -107,6 +107,34 @@ class Input(_Model):
         return "/" + value.strip("/")
 
 
+MAX_PERMISSION_PREFIXES = 20  # per list: a job's role policy stays far below IAM's 10 KB inline limit
+S3_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^*?\s]*)?$")
+
+
+class Permissions(_Model):
+    """What the job container may reach in AWS, as a per-submission job role (nothing when absent)."""
+
+    s3_read: list[str] = Field(default_factory=list)
+    s3_write: list[str] = Field(default_factory=list)
+
+    @field_validator("s3_read", "s3_write", mode="before")
+    @classmethod
+    def _prefixes(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("expected a list of S3 URIs, like [\"s3://my-datasets/imagenet/\"]")
+        if len(value) > MAX_PERMISSION_PREFIXES:
+            raise ValueError(f"lists {len(value)} prefixes; at most {MAX_PERMISSION_PREFIXES}")
+        for item in value:
+            # Wildcards would widen the role beyond what the spec shows; `..` has no meaning in a key prefix.
+            if not isinstance(item, str) or not S3_PREFIX.match(item) or "/../" in item + "/":
+                raise ValueError(f"{item!r} is not an S3 URI like s3://bucket/prefix/ (no wildcards)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a prefix twice")
+        return value
+
+
 class Limits(_Model):
     max_runtime: Duration = 8 * 3600.0
     max_cost: float | None = Field(default=None, gt=0)
@@ -137,6 +165,7 @@ class JobSpec(_Model):
     sweep: dict[str, list[str]] = Field(default_factory=dict)
     queue: Queue = Field(default_factory=Queue)
     retries: Retries = Field(default_factory=Retries)
+    permissions: Permissions = Field(default_factory=Permissions)
 
     @field_validator("name", mode="before")
     @classmethod

@@ -166,7 +166,7 @@ def test_plan_json_has_the_documented_keys_and_secure_launch(project: Path) -> N
     assert len(plan["runs"]) == 6
     lt = plan["launch"]["launch_template"]
     assert lt["MetadataOptions"]["HttpTokens"] == "required"
-    assert lt["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
+    assert lt["MetadataOptions"]["HttpPutResponseHopLimit"] == 1  # the container never reaches IMDS
     assert lt["InstanceInitiatedShutdownBehavior"] == "terminate"
     ebs = lt["BlockDeviceMappings"][0]["Ebs"]
     assert ebs == {"VolumeSize": 30, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True}

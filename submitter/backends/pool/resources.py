@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from submitter import contract
-from submitter.backends import policy
+from submitter.backends import job_role, policy
 from submitter.plan import Placement, Plan, fit, role_name, uses_gpu
 
 DATA_DEVICE = "/dev/sdf"
@@ -57,6 +57,7 @@ class PoolPlan:
     group: dict[str, Any]
     security_group: dict[str, Any]
     queue: dict[str, Any]
+    job_role: dict[str, Any] | None = None  # the spec's `permissions` as a role (backends/job_role.py)
 
     def to_json(self) -> dict[str, Any]:
         launch_template = dict(self.launch_template)
@@ -72,6 +73,8 @@ class PoolPlan:
             },
             "user_data": self.user_data,
             "iam_policy": self.iam_policy,
+            # None: the spec asks for no AWS access, and the container gets no credentials at all.
+            "job_role": self.job_role,
         }
 
 
@@ -87,6 +90,7 @@ def pool_plan(plan: Plan) -> PoolPlan:
         workers=min(len(plan.runs), spec.queue.max_workers),
         user_data=data,
         iam_policy=instance_policy(plan, names),
+        job_role=job_role.describe(plan),
         launch_template=template,
         group=group(plan, names),
         security_group={
@@ -130,7 +134,9 @@ def launch_template(plan: Plan, names: Names, data: str) -> dict[str, Any]:
         "InstanceInitiatedShutdownBehavior": "terminate",
         "MetadataOptions": {
             "HttpTokens": "required",
-            "HttpPutResponseHopLimit": 2,  # 2 so the job container can reach IMDSv2 through the bridge
+            # 1: IMDSv2's token answer dies at the docker bridge, so the job container never gets the instance
+            # role (the boot script also drops the bridge's traffic to IMDS; a job's AWS access is its job role).
+            "HttpPutResponseHopLimit": 1,
             "HttpEndpoint": "enabled",
         },
         "BlockDeviceMappings": [{
@@ -215,6 +221,8 @@ def instance_policy(plan: Plan, names: Names) -> dict[str, Any]:
             ],
         },
     ]
+    if job_role.wanted(plan):
+        host.append(job_role.assume_statement(plan))
     shared = policy.run_statements(plan)
     storage = [s for s in shared if s["Sid"] in policy.STORAGE]
     return policy.document(storage + host + [s for s in shared if s["Sid"] not in policy.STORAGE])
