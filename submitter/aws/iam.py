@@ -33,20 +33,25 @@ def trust(service: str) -> dict[str, Any]:
 
 
 def ensure_role(iam: Any, name: str, service: str, description: str, tags: dict[str, str],
-                policy: dict[str, Any] | None = None, managed: tuple[str, ...] = ()) -> str:
-    """Role `name` assumable by `service`, with an inline `policy` and `managed` policies; returns its ARN.
-    Idempotent: an existing role gets the policy rewritten (a retried submit, a changed scope)."""
+                policy: dict[str, Any] | None = None, managed: tuple[str, ...] = (),
+                trust_policy: dict[str, Any] | None = None) -> str:
+    """Role `name` assumable by `service` (or as `trust_policy` says), with an inline `policy` and `managed`
+    policies; returns its ARN. Idempotent: an existing role gets the policies rewritten (a retried submit, a
+    changed scope)."""
     from botocore.exceptions import ClientError
 
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+    assume = json.dumps(trust_policy or trust(service))
     with translate("iam", "CreateRole"):
         try:
-            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust(service)), Tags=tag_list,
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=assume, Tags=tag_list,
                                   Description=description)["Role"]["Arn"]
         except ClientError as exc:
             if _code(exc) != "EntityAlreadyExists":
                 raise
             arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+            if trust_policy is not None:  # who may assume it is part of the scope, like the policy
+                iam.update_assume_role_policy(RoleName=name, PolicyDocument=assume)
     if policy is not None:
         with translate("iam", "PutRolePolicy"):
             iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))

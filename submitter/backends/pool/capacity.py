@@ -15,6 +15,7 @@ from submitter.aws import ec2 as ec2_api
 from submitter.aws import iam as iam_api
 from submitter.aws import sqs as sqs_api
 from submitter.aws.session import Aws
+from submitter.backends import job_role
 from submitter.backends.pool.resources import Names, PoolPlan, zones
 from submitter.plan import Plan
 from submitter.progress import Progress
@@ -29,6 +30,10 @@ def launch(aws: Aws, plan: Plan, pool: PoolPlan, progress: Progress) -> dict[str
     subnets = ec2_api.default_subnets(ec2, zones(plan.placements) or None)
     profile_arn = iam_api.ensure_instance_role(iam, pool.names.role, pool.iam_policy, plan.tags)
     iam_api.wait_instance_profile(iam, pool.names.instance_profile)
+    if pool.job_role is not None:  # after the instance role: IAM refuses a trust naming a role not there yet
+        iam_api.ensure_role(iam, pool.job_role["RoleName"], "", "submitter: what one submission's job may reach",
+                            plan.tags, policy=pool.job_role["Policy"],
+                            trust_policy=pool.job_role["AssumeRolePolicyDocument"])
     group_id = ec2_api.ensure_security_group(ec2, pool.names.security_group, pool.security_group["Description"],
                                              subnets[0], plan.tags)
     data = dict(pool.launch_template)
@@ -75,8 +80,9 @@ def remove(aws: Aws, submission: str, wait_s: float = 120) -> list[str]:
     for name in (names.queue, names.dead_letter_queue):
         if sqs_api.delete_queue(sqs, name):
             removed.append(f"queue {name}")
-    if iam_api.delete_instance_role(iam_api.client(aws), names.role):
-        removed.append(f"role {names.role}")
+    for role in (names.role, job_role.name(submission)):
+        if iam_api.delete_instance_role(iam_api.client(aws), role):
+            removed.append(f"role {role}")
     for group in ec2_api.security_groups_named(ec2, names.security_group):
         if ec2_api.delete_security_group(ec2, group["GroupId"]):
             removed.append(f"security group {group['GroupId']}")

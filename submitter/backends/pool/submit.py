@@ -26,6 +26,8 @@ def submit(aws: Aws, plan: Plan, pool: PoolPlan, image_uri: str, secrets: dict[s
         queue_name=pool.names.queue,
         grace_seconds=int(plan.spec.limits.stop_grace),
         deadman_minutes=contract.deadman_minutes(plan.spec.limits.max_runtime),
+        # The agent serves this role's credentials to the container; absent: the container gets none.
+        job_role_arn=pool.job_role["Arn"] if pool.job_role else None,
     ))
     staging.put_runtime(s3, plan)
     created = contract.iso()
