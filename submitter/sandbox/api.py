@@ -105,8 +105,6 @@ def up(settings: Settings, say: Say) -> dict[str, Any]:
         raise SandboxError("sandbox up", f"cannot make {st.WORK_ROOT} a shared mount: {exc.stderr!r}",
                            "run as root on a host (or a privileged container) that allows mounts") from exc
 
-    from submitter.sandbox.daemon import ACCESS_KEY, SECRET_KEY
-
     state: dict[str, Any] = {
         "version": STATE_VERSION,
         "ready": False,
@@ -117,8 +115,6 @@ def up(settings: Settings, say: Say) -> dict[str, Any]:
         "registry": f"127.0.0.1:{ports['registry']}",
         "region": settings.region,
         "bucket": BUCKET,
-        "access_key_id": ACCESS_KEY,
-        "secret_access_key": SECRET_KEY,
         "host_image": image,
         "started_at": datetime.now(timezone.utc).isoformat(),
     }
@@ -128,6 +124,7 @@ def up(settings: Settings, say: Say) -> dict[str, Any]:
         state["pid"] = daemon.pid
         st.write_json(paths.state, state)  # from here on `down` can clean up whatever happens next
         _wait_ready(state, daemon, paths)
+        state.update(st.read_json(paths.admin_keys) or {})  # the administrator's keys: moto enforces IAM
         _seed(state)
         say(f"starting the registry on {state['registry']}")
         from submitter.sandbox import registry

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,13 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from submitter.sandbox import fidelity, prices
+from submitter.sandbox import fidelity, iam, prices
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
 MARKER = "submitter.sandbox.daemon"  # in the daemon's command line: how `down` recognises its pid
-ACCESS_KEY = "sandbox"  # moto accepts any credentials; these are what `sandbox env` prints
-SECRET_KEY = "sandbox-secret"
 
 
 def install_price_table() -> None:
@@ -62,6 +61,14 @@ def _time(value: Any) -> datetime | None:
         except ValueError:
             return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _write_private(path: Path, value: dict[str, Any]) -> None:
+    """A file only its owner reads, from its creation on (it holds administrator keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        json.dump(value, out)
 
 
 def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingHTTPServer:
@@ -120,6 +127,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request otherwise
     import boto3
     import docker
+    from moto.core import DEFAULT_ACCOUNT_ID
     from moto.server import ThreadedMotoServer
 
     from submitter.sandbox.runner import Runner
@@ -132,9 +140,15 @@ def main(argv: list[str]) -> int:
     from submitter.sandbox import sshd
 
     sshd.install_console_output()  # instances launched with a key pair show their SSH host keys there
+    iam.install()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["moto"], verbose=False)
     moto.start()
-    session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+    # IAM is enforced from the first request on: the CLI side signs as an administrator user, each instance as
+    # its own role (iam.py). The keys reach `sandbox up` through a file only root can read.
+    access_key, secret_key = iam.create_admin(DEFAULT_ACCOUNT_ID)
+    iam.enforce()
+    _write_private(paths.admin_keys, {"access_key_id": access_key, "secret_access_key": secret_key})
+    session = boto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                             region_name=args.region)
     cache: dict[str, Any] = {}
     lock = threading.Lock()

@@ -10,6 +10,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,12 +51,15 @@ def _iso(moment: datetime) -> str:
 class Imds:
     """One instance's metadata service on 127.0.0.1 (ephemeral port unless given)."""
 
-    def __init__(self, meta: InstanceMeta, port: int = 0) -> None:
+    def __init__(self, meta: InstanceMeta, port: int = 0,
+                 credentials: Callable[[str], dict[str, Any]] | None = None) -> None:
         self.meta = meta
         self.notices = Notices()
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
-        # Credentials are fixed for the instance's life; moto accepts any.
+        # `credentials(role)`: that role's STS credentials (the daemon's, iam.RoleCredentials), so the host acts
+        # as its instance role under the sandbox's IAM enforcement. Without it, fixed keys (tests of IMDS).
+        self._credentials = credentials
         self._key_id = "ASIA" + secrets.token_hex(8).upper()
         self._secret = secrets.token_urlsafe(30)
         self._session = secrets.token_urlsafe(60)
@@ -156,11 +160,7 @@ class Imds:
                 "InstanceProfileArn": f"arn:aws:iam::{m.account_id}:instance-profile/{m.role_name}",
                 "InstanceProfileId": "AIPA" + m.instance_id[2:].upper(),
             })
-            tree[f"{base}/iam/security-credentials/{m.role_name}"] = json.dumps({
-                "Code": "Success", "LastUpdated": _iso(now), "Type": "AWS-HMAC",
-                "AccessKeyId": self._key_id, "SecretAccessKey": self._secret, "Token": self._session,
-                "Expiration": _iso(now + timedelta(hours=12)),
-            })
+            tree[f"{base}/iam/security-credentials/{m.role_name}"] = json.dumps(self._role_credentials(now))
         with self.notices.lock:
             if self.notices.instance_action:
                 tree[f"{base}/spot/instance-action"] = json.dumps(self.notices.instance_action)
@@ -168,6 +168,20 @@ class Imds:
             if self.notices.rebalance:
                 tree[f"{base}/events/recommendations/rebalance"] = json.dumps(self.notices.rebalance)
         return tree
+
+    def _role_credentials(self, now: datetime) -> dict[str, Any]:
+        if self._credentials is None:
+            return {"Code": "Success", "LastUpdated": _iso(now), "Type": "AWS-HMAC",
+                    "AccessKeyId": self._key_id, "SecretAccessKey": self._secret, "Token": self._session,
+                    "Expiration": _iso(now + timedelta(hours=12))}
+        assert self.meta.role_name
+        try:
+            issued = self._credentials(self.meta.role_name)
+        except Exception as exc:  # what EC2 answers when it cannot get the role's credentials
+            return {"Code": "AssumeRoleUnauthorizedAccess", "Message": str(exc), "LastUpdated": _iso(now)}
+        return {"Code": "Success", "LastUpdated": _iso(issued["LastUpdated"]), "Type": "AWS-HMAC",
+                "AccessKeyId": issued["AccessKeyId"], "SecretAccessKey": issued["SecretAccessKey"],
+                "Token": issued["Token"], "Expiration": _iso(issued["expiration"])}
 
     def identity(self) -> dict[str, Any]:
         m = self.meta

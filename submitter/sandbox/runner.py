@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from submitter.sandbox import iam
 from submitter.sandbox import state as st
 from submitter.sandbox.imds import Imds, InstanceMeta
 
@@ -183,7 +184,8 @@ class Runner:
             st.write_json(directory / "instance.json", record)
             devices.append(f"{loop}:{device_name}:rwm")
 
-        imds = Imds(meta).start()
+        # The host's credentials are its instance role's, as on EC2: moto enforces that role's policy (iam.py).
+        imds = Imds(meta, credentials=iam.RoleCredentials(self.account_id, self.region, iid)).start()
         record["imds_port"] = imds.port
         st.write_json(directory / "instance.json", record)
         host = Host(iid, record["container"], imds, record,

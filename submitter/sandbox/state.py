@@ -34,6 +34,11 @@ class Paths:
         return self.root / "daemon.log"
 
     @property
+    def admin_keys(self) -> Path:
+        """The administrator's access keys (mode 0600), written by the daemon once moto enforces IAM."""
+        return self.root / "admin-keys.json"
+
+    @property
     def registry_dir(self) -> Path:
         return self.root / "registry"
 
