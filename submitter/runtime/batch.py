@@ -35,7 +35,11 @@ def pick_run(runs: list[dict[str, Any]], environ: Mapping[str, str]) -> dict[str
     index = int(environ.get("AWS_BATCH_JOB_ARRAY_INDEX") or 0)
     if not 0 <= index < len(runs):
         raise ValueError(f"array index {index} is outside the submission's {len(runs)} run(s)")
-    return dict(runs[index])
+    run = dict(runs[index])
+    submission = str(environ.get("SUBMITTER_SUBMISSION_ID", ""))
+    if not contract.is_run_of(str(run.get("run_id")), submission):  # it becomes a key and a path
+        raise ValueError(f"the batch record's run id {run.get('run_id')!r} is not a run of {submission}")
+    return run
 
 
 def final_attempt(environ: Mapping[str, str]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout, Status
-from submitter.runtime import rules
+from submitter.runtime import files, rules
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
 from submitter.runtime.logs import LogShipper, RunLog
@@ -182,6 +182,10 @@ class Attempt:
         for item in self.sub.get("inputs") or []:
             uri, target = str(item["uri"]), str(item["target"])
             dest = rules.data_path(target, mount, self.process.data_dir)
+            link = files.link_on_way(self.process.data_dir, dest.relative_to(self.process.data_dir).as_posix())
+            if link is not None:  # left by an earlier run on this host: writing through it would leave the volume
+                raise ValueError(f"input {uri}: the symbolic link {link} is on the way to {target}; it is not "
+                                 f"followed")
             if (uri, target) in self.host.restored:
                 log.info("input %s is already at %s", uri, target)
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
+from submitter.runtime import credentials
 from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
@@ -143,6 +144,7 @@ class Agent:
             (self.work / "data").mkdir(exist_ok=True)
             (self.work / "data").chmod(0o777)  # a job whose image runs as a non-root user may write there
             host_mod.pull_image(host.store, host.sub.get("registry"), host.sub["image"])
+            credentials.block_imds()  # with hop limit 1: no container reaches the instance role
             self.gpus = gpu_flag(host.sub.get("gpus", "auto"), host_mod.docker_runtimes())
         except host_mod.BootError as exc:
             host.boot_error = str(exc)
@@ -164,6 +166,8 @@ class Agent:
         try:
             body = json.loads(message["Body"])
             run_id = str(body["run_id"])
+            if not contract.is_run_of(run_id, str(self.args.submission)):  # it becomes a path on this host
+                raise ValueError(f"{run_id!r} is not a run of {self.args.submission}")
         except (ValueError, KeyError, TypeError) as exc:  # would fail on every worker: drop it, say so
             log.error("dropping a message that names no run (%s): %.200s", exc, message.get("Body"))
             lease.delete()
@@ -175,7 +179,7 @@ class Agent:
             log.info("run %s is already %s: dropping a duplicate message", run_id, status.state)
             lease.delete()
             return None
-        process = DockerProcess(self.host.sub, run_id, self.args.instance_id, self.work, self.gpus)
+        process = DockerProcess(self.host.sub, run_id, self.args.instance_id, self.work, self.gpus, self.host.store)
         self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if this raises
         ending = self.current.execute()
         self.current = None

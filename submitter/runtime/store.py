@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from submitter.runtime.commands import CommandError, Result, not_found, parse_json, run
+from submitter.runtime.files import download_targets, skip_links
 from submitter.runtime.rules import parse_spot_price
 
 log = logging.getLogger("submitter.runtime")
 
 GET_PARAMETERS_MAX = 10  # SSM GetParameters takes at most 10 names
+LINK = (-1, -1)  # upload_tree's `seen` mark of a symbolic link already named in the log (no file has size -1)
 
 
 class Store:
@@ -55,8 +57,16 @@ class Store:
         raise NotImplementedError
 
     def upload_tree(self, local: Path, prefix: str, seen: dict[str, tuple[int, int]]) -> None:
-        """The files of `local` under `prefix`: at least those new or changed since the last call with `seen`."""
+        """The files of `local` under `prefix`: at least those new or changed since the last call with `seen`.
+        Symbolic links are never followed nor uploaded: each is skipped and named once in the run's log
+        (files.skip_links), so a link to `/` costs nothing and nothing of the host leaves through one."""
         raise NotImplementedError
+
+    def skip_links(self, local: Path, prefix: str, seen: dict[str, tuple[int, int]]) -> None:
+        """Name the links below `local` in the run's log, once per `seen` (they are kept there as LINK)."""
+        told = {name for name, mark in seen.items() if mark == LINK}
+        for name in skip_links(local, self.uri(prefix), told):
+            seen[name] = LINK
 
     def read_json(self, key: str) -> Any:
         """The JSON document at `key`, None when there is none."""
@@ -88,6 +98,12 @@ class Store:
 
     def registry_password(self) -> Result:
         """`aws ecr get-login-password`'s answer: the registry token of the instance role."""
+        raise NotImplementedError
+
+    # STS
+    def assume_role(self, role_arn: str, session: str, seconds: int) -> dict[str, str]:
+        """Credentials of `role_arn` as the container-credentials endpoint serves them:
+        {AccessKeyId, SecretAccessKey, Token, Expiration (ISO 8601 UTC)}."""
         raise NotImplementedError
 
     # SQS
@@ -158,12 +174,28 @@ class CliStore(Store):
             self.aws("s3", "cp", "--only-show-errors", uri, str(dest), timeout=None)
             return 1
         dest.mkdir(parents=True, exist_ok=True)
-        self.aws("s3", "cp", "--recursive", "--only-show-errors", uri, str(dest), timeout=None)
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        prefix = key if key.endswith("/") or not key else key + "/"
+        listed = parse_json(self.aws("s3api", "list-objects-v2", "--bucket", bucket, "--prefix", prefix,
+                                     timeout=None).out)
+        keys = [str(item["Key"]) for item in listed.get("Contents") or []]
+        targets = download_targets(prefix, keys, dest, uri)
+        if len(targets) == len([k for k in keys if not k.endswith("/")]):
+            # Every key is safe: one recursive copy, as fast as the CLI goes.
+            self.aws("s3", "cp", "--recursive", "--only-show-errors", uri, str(dest), timeout=None)
+        else:  # some were refused (and logged): only the others, one by one
+            for name, path in targets:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.aws("s3", "cp", "--only-show-errors", f"s3://{bucket}/{name}", str(path), timeout=None)
         return sum(1 for p in dest.rglob("*") if p.is_file())
 
     def upload_tree(self, local: Path, prefix: str, seen: dict[str, tuple[int, int]]) -> None:
-        if local.is_dir():  # sync compares size and time itself: `seen` is not needed
-            self.aws("s3", "sync", "--only-show-errors", str(local), self.uri(prefix), timeout=None)
+        self.skip_links(local, prefix, seen)
+        if local.is_dir() and not local.is_symlink():
+            # sync compares size and time itself (`seen` only remembers the links named); --no-follow-symlinks
+            # skips a link to a file or a directory alike, without entering it (awscli's FileGenerator).
+            self.aws("s3", "sync", "--only-show-errors", "--no-follow-symlinks", str(local), self.uri(prefix),
+                     timeout=None)
 
     def parameters(self, names: list[str]) -> list[tuple[str, str]]:
         answer = parse_json(self.aws("ssm", "get-parameters", "--with-decryption", "--names", *names).out)
@@ -182,6 +214,13 @@ class CliStore(Store):
     def registry_password(self) -> Result:
         return self.aws("ecr", "get-login-password", check=False, timeout=60)
 
+    def assume_role(self, role_arn: str, session: str, seconds: int) -> dict[str, str]:
+        answer = parse_json(self.aws("sts", "assume-role", "--role-arn", role_arn, "--role-session-name", session,
+                                     "--duration-seconds", str(seconds), timeout=60).out)
+        creds = answer["Credentials"]
+        return {"AccessKeyId": str(creds["AccessKeyId"]), "SecretAccessKey": str(creds["SecretAccessKey"]),
+                "Token": str(creds["SessionToken"]), "Expiration": iso_utc(str(creds["Expiration"]))}
+
     def queue_url(self, name: str) -> str:
         return str(parse_json(self.aws("sqs", "get-queue-url", "--queue-name", name).out)["QueueUrl"])
 
@@ -198,6 +237,15 @@ class CliStore(Store):
 
     def delete_message(self, queue_url: str, receipt: str) -> None:
         self.aws("sqs", "delete-message", "--queue-url", queue_url, "--receipt-handle", receipt, timeout=60)
+
+
+def iso_utc(text: str) -> str:
+    """The CLI's `...+00:00` (or already `...Z`) as `YYYY-mm-ddTHH:MM:SSZ`, the form every SDK parses."""
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def connect(region: str, bucket: str) -> Store:

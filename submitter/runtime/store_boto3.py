@@ -3,6 +3,8 @@ boto3 is there (store.connect): the runtime itself requires no third-party packa
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,11 @@ import boto3  # type: ignore[import-untyped,unused-ignore]
 from botocore.exceptions import ClientError  # type: ignore[import-untyped,unused-ignore]
 
 from submitter.runtime.commands import Result
+from submitter.runtime.files import download_targets, open_below, scan
 from submitter.runtime.rules import parse_spot_price
 from submitter.runtime.store import Store
+
+log = logging.getLogger("submitter.runtime")
 
 
 class Boto3Store(Store):
@@ -54,28 +59,30 @@ class Boto3Store(Store):
             self.s3.download_file(bucket, key, str(dest))
             return 1
         dest.mkdir(parents=True, exist_ok=True)
-        count = 0
         prefix = key if key.endswith("/") or not key else key + "/"
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                rel = str(item["Key"])[len(prefix):]
-                if not rel or rel.endswith("/"):
-                    continue
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, str(item["Key"]), str(target))
-                count += 1
-        return count
+        keys = [str(item["Key"]) for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix) for item in page.get("Contents", [])]
+        targets = download_targets(prefix, keys, dest, uri)  # keys that would leave `dest` are refused, logged
+        for name, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(bucket, name, str(target))
+        return len(targets)
 
     def upload_tree(self, local: Path, prefix: str, seen: dict[str, tuple[int, int]]) -> None:
-        if not local.is_dir():
-            return
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            info = path.stat()
-            name = path.relative_to(local).as_posix()
-            if seen.get(name) == (info.st_size, info.st_mtime_ns):
+        self.skip_links(local, prefix, seen)
+        for name in scan(local)[0]:
+            try:
+                # Opened segment by segment without following links: a link the job swaps in after the scan
+                # fails here instead of uploading what it points to.
+                handle = os.fdopen(open_below(local, name), "rb")
+            except OSError as exc:
+                log.warning("%s: skipped %s (%s)", self.uri(prefix), name, exc)
                 continue
-            self.s3.upload_file(str(path), self.bucket, prefix.rstrip("/") + "/" + name)
+            with handle:
+                info = os.fstat(handle.fileno())
+                if seen.get(name) == (info.st_size, info.st_mtime_ns):
+                    continue
+                self.s3.upload_fileobj(handle, self.bucket, prefix.rstrip("/") + "/" + name)
             seen[name] = (info.st_size, info.st_mtime_ns)
 
     def parameters(self, names: list[str]) -> list[tuple[str, str]]:

@@ -152,10 +152,16 @@ def test_settle_maps_the_lifecycle_decision_to_batch(state: str, action: str, la
 
 
 def test_pick_run_and_final_attempt() -> None:
-    runs = [{"run_id": "a"}, {"run_id": "b"}]
-    assert pick_run(runs, {})["run_id"] == "a"
-    assert pick_run(runs, {"AWS_BATCH_JOB_ARRAY_INDEX": "1"})["run_id"] == "b"
+    sub = "exp-20261130-120000-abcdef"
+    runs = [{"run_id": f"{sub}-0"}, {"run_id": f"{sub}-1"}]
+    env = {"SUBMITTER_SUBMISSION_ID": sub}
+    assert pick_run(runs, env)["run_id"] == f"{sub}-0"
+    assert pick_run(runs, {**env, "AWS_BATCH_JOB_ARRAY_INDEX": "1"})["run_id"] == f"{sub}-1"
     with pytest.raises(ValueError, match="outside"):
-        pick_run(runs, {"AWS_BATCH_JOB_ARRAY_INDEX": "2"})
+        pick_run(runs, {**env, "AWS_BATCH_JOB_ARRAY_INDEX": "2"})
+    # The batch record is read back from S3: a run id that is not this submission's never becomes a path.
+    for forged in ("../../x", "other-20261130-120000-abcdef-0", f"{sub}-0/../../x", f"{sub}x"):
+        with pytest.raises(ValueError, match="not a run of"):
+            pick_run([{"run_id": forged}], env)
     assert final_attempt({"AWS_BATCH_JOB_ATTEMPT": "4", "SUBMITTER_BATCH_ATTEMPTS": "4"})
     assert not final_attempt({"AWS_BATCH_JOB_ATTEMPT": "1", "SUBMITTER_BATCH_ATTEMPTS": "4"})

@@ -223,8 +223,8 @@ class RecordingSettlement(Settlement):
         self.actions.append("release")
 
 
-def _agent(store: Any, retries: dict[str, int]) -> pool.Agent:
-    args = pool.parse_args(["--submission", "s", "--bucket", "b", "--prefix", "p", "--group", "g",
+def _agent(store: Any, retries: dict[str, int], submission: str = "s") -> pool.Agent:
+    args = pool.parse_args(["--submission", submission, "--bucket", "b", "--prefix", "p", "--group", "g",
                             "--instance-id", "i-1", "--region", "us-east-1"])
     worker = pool.Agent(args, store=store, imds=Imds("http://127.0.0.1:9"))
     worker.host.sub = {**SUB, "retries": retries}
@@ -254,13 +254,25 @@ def test_an_agent_error_settles_the_current_run_and_reports_the_instance(
 
 
 def test_a_message_that_names_no_run_or_a_finished_run_is_deleted() -> None:
+    sub = "exp1-20261130-120000-abcdef"
     store = MemoryStore("b")
-    worker = _agent(store, {})
+    worker = _agent(store, {}, submission=sub)
     worker.queue_url = "q"
     assert worker.handle({"Body": "not json", "ReceiptHandle": "rh-1"}) is None
-    store.put_json("p/runs/r-9/status.json", {"run_id": "r-9", "state": "succeeded"})
-    assert worker.handle({"Body": json.dumps({"run_id": "r-9"}), "ReceiptHandle": "rh-2"}) is None
+    store.put_json(f"p/runs/{sub}-9/status.json", {"run_id": f"{sub}-9", "state": "succeeded"})
+    assert worker.handle({"Body": json.dumps({"run_id": f"{sub}-9"}), "ReceiptHandle": "rh-2"}) is None
     assert store.sqs_calls == [("delete", "rh-1"), ("delete", "rh-2")]
+
+
+def test_a_message_naming_a_run_of_another_submission_is_dropped_before_it_becomes_a_path() -> None:
+    sub = "exp1-20261130-120000-abcdef"
+    store = MemoryStore("b")
+    worker = _agent(store, {}, submission=sub)
+    worker.queue_url = "q"
+    for number, forged in enumerate(["../../x", "exp1-20261130-120000-000000-0", f"{sub}-0/../../../x"]):
+        assert worker.handle({"Body": json.dumps({"run_id": forged}), "ReceiptHandle": f"rh-{number}"}) is None
+    assert store.sqs_calls == [("delete", "rh-0"), ("delete", "rh-1"), ("delete", "rh-2")]
+    assert not any("status.json" in key for key in store.objects)  # not even a status was written
 
 
 def test_a_lease_extends_the_visibility_and_its_release_is_the_last_word() -> None:
