@@ -12,6 +12,8 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from submitter.errors import UsageError
+
 PLATFORM = "linux/amd64"
 TAG_PREFIX = "c-"
 _CHUNK = 1 << 20
@@ -41,6 +43,45 @@ def context_files(context: Path, dockerfile: Path) -> list[str]:
         if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             files.append(rel.replace(os.sep, "/"))
     return sorted(files)
+
+
+# Names that nearly always hold a credential. The whole context goes to the engine, and a `COPY . .` bakes it
+# into a layer that anyone who can pull the image reads (the job's own container included), so such a file is
+# sent only when the user has decided about it in .dockerignore (then it is not sent at all).
+SECRET_NAMES = frozenset({".env", ".netrc", "_netrc", ".pgpass", ".pypirc", ".git-credentials"})
+SECRET_KEY_FILES = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")  # private ssh keys; their .pub is public
+SECRET_SUFFIXES = (".pem", ".key", ".p12", ".pfx")
+SECRET_PATHS = (".aws/credentials", ".docker/config.json", ".ssh/config")
+ENV_TEMPLATES = frozenset({".env.example", ".env.sample", ".env.template", ".env.dist"})  # committed, no values
+
+
+def looks_secret(rel: str) -> bool:
+    """Whether the context file `rel` (a /-separated path) is named like a credential."""
+    name = rel.rsplit("/", 1)[-1].lower()
+    if name in ENV_TEMPLATES:
+        return False
+    if name in SECRET_NAMES or name.startswith(".env."):
+        return True
+    if name.startswith(SECRET_KEY_FILES) and not name.endswith(".pub"):
+        return True
+    if name.endswith(SECRET_SUFFIXES):
+        return True
+    lowered = rel.lower()
+    return any(lowered == p or lowered.endswith("/" + p) for p in SECRET_PATHS)
+
+
+def refuse_secret_files(context: Path, dockerfile: Path) -> None:
+    """A UsageError naming every secret-looking file the build would send; nothing when there is none."""
+    found = [rel for rel in context_files(context, dockerfile) if looks_secret(rel)]
+    if not found:
+        return
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    raise UsageError(
+        f"build context {context}",
+        f"{shown} {'looks' if len(found) == 1 else 'look'} like a secret and would be sent to the docker build "
+        "(a COPY puts it in the image, readable by anyone who can pull it)",
+        f"add {found[0]} to {context / '.dockerignore'} (or move it out of the context), then submit again",
+    )
 
 
 def content_tag(dockerfile: Path, context: Path, build_args: Mapping[str, str]) -> str:

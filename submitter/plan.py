@@ -17,7 +17,7 @@ from typing import Any
 
 from submitter import contract, pricing
 from submitter.aws.ec2 import SpotPrice
-from submitter.context import PLATFORM, content_tag
+from submitter.context import PLATFORM, content_tag, refuse_secret_files
 from submitter.errors import CapacityError, UsageError
 from submitter.settings import Settings
 from submitter.spec import JobSpec, LoadedSpec, Run, expand, submission_id
@@ -184,6 +184,7 @@ def _image(loaded: LoadedSpec, settings: Settings, region: str, account: str | N
     if spec.image.uri:
         return {"prebuilt": True, "uri": spec.image.uri}
     assert loaded.dockerfile is not None and loaded.context is not None
+    refuse_secret_files(loaded.context, loaded.dockerfile)  # before anything is built: a dry run shows it too
     tag = content_tag(loaded.dockerfile, loaded.context, spec.image.build_args)
     registry = settings.registry or f"{account or '<account>'}.dkr.ecr.{region}.amazonaws.com"
     return {
