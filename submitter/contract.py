@@ -166,6 +166,9 @@ class Layout:
     def run_cancel(self, run_id: str) -> str:
         return self._key("runs", run_id, "cancel")
 
+    def logs(self, run_id: str) -> str:
+        return self._key("runs", run_id, "logs") + "/"
+
     def container_log(self, run_id: str) -> str:
         return self._key("runs", run_id, "logs", "container.log")
 
