@@ -25,17 +25,24 @@ POLL_S = 3.0
 
 
 def scope(s3: S3, where: tracking.Where, target: str) -> Scope:
-    """RUN or SUBMISSION id -> Scope; a job name is refused (cancelling 'the latest' by accident is costly)."""
+    """RUN or SUBMISSION id -> Scope; a job name is refused (cancelling 'the latest' by accident is costly).
+
+    The submission is the one the id's own shape names (contract.submission_of), never the one a status
+    document claims: a job can write its own status, and must not steer a cancel to another submission."""
     layout = where.layout
-    status = s3.get_json(layout.status(target))
-    if status is not None:
-        sub = str(status.get("submission_id") or "")
-        return Scope(sub, [target], tracking.runs_of(s3, where, sub) if sub else [target], whole=False)
-    if s3.exists(layout.queued(target)) or s3.exists(layout.submission_doc(target)):
-        runs = tracking.runs_of(s3, where, target)
+    sub = contract.submission_of(target)
+    if sub is not None and s3.exists(layout.status(target)):
+        return Scope(sub, [target], _runs(s3, where, sub) or [target], whole=False)
+    if sub == target and (s3.exists(layout.queued(target)) or s3.exists(layout.submission_doc(target))):
+        runs = _runs(s3, where, target)
         return Scope(target, runs, runs, whole=True)
     raise UsageError(target, f"no run or submission of that name in {where.uri}",
                      "cancel takes a RUN or SUBMISSION id; list them with `submitter status --all`")
+
+
+def _runs(s3: S3, where: tracking.Where, submission: str) -> list[str]:
+    """The runs the `queued` marker lists, those of `submission` only (a forged entry is not a run of it)."""
+    return [r for r in tracking.runs_of(s3, where, submission) if contract.is_run_of(r, submission)]
 
 
 def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable[[str], None],
@@ -88,6 +95,6 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
         say(f"{sub}: removing what the submission left")
         removed += backend.clean_up(aws, sub)
     elif forced:
-        removed += backend.force_stop(aws, forced)
+        removed += backend.force_stop(aws, forced, say)
     return {"submission": sub, "runs": tracking.statuses(s3, where, target.run_ids), "removed": removed,
             "forced": [st.run_id for st in forced]}

@@ -23,7 +23,11 @@ HEARTBEAT_FRESH = timedelta(seconds=contract.HEARTBEAT_STALE_S)
 
 
 class _Runs:
-    """Run states per submission, read from S3 once (a backends.Ledger)."""
+    """Run states per submission, read from S3 once (a backends.Ledger), for the bucket and prefix in use.
+
+    Only resources tagged with this bucket and prefix are judged (another team's submissions in the same account
+    have their documents elsewhere), and a submission whose documents are missing here is unknown, never an
+    orphan: what cannot be read cannot be judged finished."""
 
     def __init__(self, s3: S3, where: tracking.Where) -> None:
         self.s3, self.where = s3, where
@@ -31,15 +35,26 @@ class _Runs:
 
     def of(self, sub: str) -> list[contract.Status]:
         if sub not in self._cache:
-            runs = tracking.runs_of(self.s3, self.where, sub)
+            runs = [r for r in tracking.runs_of(self.s3, self.where, sub) if contract.is_run_of(r, sub)]
             self._cache[sub] = tracking.read_statuses(self.s3, self.where.layout, runs)
         return self._cache[sub]
 
+    def ours(self, tags: dict[str, str]) -> bool:
+        return (tags.get(contract.TAG_BUCKET) == self.where.bucket
+                and tags.get(contract.TAG_PREFIX, "").strip("/") == self.where.prefix.strip("/"))
+
+    def known(self, submission: str) -> bool:
+        """The submission's runs are listed here and each has a status document."""
+        runs = self.of(submission)
+        return bool(runs) and all(r.state != contract.UNKNOWN for r in runs)
+
     def finished(self, submission: str) -> bool:
         runs = self.of(submission)
-        return bool(runs) and all(r.terminal for r in runs)
+        return self.known(submission) and all(r.terminal for r in runs)
 
     def busy_on(self, submission: str, instance_id: str, now: datetime) -> bool:
+        if not self.known(submission):
+            return True  # unknown: it may be, so it is treated as busy
         for r in self.of(submission):
             beat = contract.parse_iso(r.heartbeat_at)
             if (r.instance_id == instance_id and r.state in contract.ACTIVE

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from submitter import contract
+from submitter import contract, ownership
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.session import Aws
 from submitter.errors import RemoteError, UsageError
@@ -76,6 +76,7 @@ def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
     from submitter.aws import s3 as s3_api
     from submitter.aws.s3 import S3
 
+    submission = ownership.submission_of_run(run_id)  # the id's own, never what its status claims
     if not settings.bucket:
         raise UsageError("SUBMITTER_BUCKET", "no bucket is set", "run `submitter init`, or set SUBMITTER_BUCKET")
     s3 = S3(s3_api.client(aws), settings.bucket)
@@ -86,7 +87,7 @@ def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
         raise RemoteError(where, f"is {state}: no instance runs it now",
                           f"see `submitter status {run_id}`; connect while it is running")
     iid = str(status["instance_id"])
-    inst = ec2_api.instance(ec2_api.client(aws), iid)
+    inst = ownership.instance(ec2_api.client(aws), iid, submission, run_id)  # a forged status: refused here
     if inst is None or inst["State"]["Name"] != "running":
         raise RemoteError(where, f"its instance {iid} is {inst['State']['Name'] if inst else 'gone'}",
                           f"see `submitter status {run_id}`")

@@ -53,6 +53,14 @@ ORDER = ("instance", "group", "launch-template", "queue", "role", "security-grou
 class Ledger(Protocol):
     """What gc knows of each submission's runs (read from S3 once), for a backend to judge its resources."""
 
+    def ours(self, tags: dict[str, str]) -> bool:
+        """Tagged with the bucket and prefix gc reads: anything else is another team's, and not judged."""
+        ...
+
+    def known(self, submission: str) -> bool:
+        """Its runs and their status documents are readable here (else: unknown, never an orphan)."""
+        ...
+
     def finished(self, submission: str) -> bool: ...
 
     def busy_on(self, submission: str, instance_id: str, now: datetime) -> bool: ...
@@ -90,8 +98,9 @@ class Backend(Protocol):
         """Cancel, after the markers are written: start nothing new for the scope's runs, stop running ones."""
         ...
 
-    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status]) -> list[str]:
-        """Runs that never confirmed a cancel: stop whatever still holds them; returns what was stopped."""
+    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status], say: Say) -> list[str]:
+        """Runs that never confirmed a cancel: stop whatever still holds them, if it is the submission's own
+        (submitter/ownership.py; a refusal is said); returns what was stopped."""
         ...
 
     def clean_up(self, aws: Aws, submission: str) -> list[str]:

@@ -108,6 +108,13 @@ def test_host_keys_from_the_console_then_strict(tmp_path: Path) -> None:
         hostkeys.verify_host_key("i-2", OTHER, [], known, said.append)
 
 
+RUN = "facc-20261126-070000-abc123"  # a run id names its submission by its shape: the tags must match it
+
+
+def _tagged(submission: str) -> list[dict[str, Any]]:
+    return [{"ResourceType": "instance", "Tags": [{"Key": "submitter:submission", "Value": submission}]}]
+
+
 def test_locate_says_why_a_run_cannot_be_reached(aws: Aws, tmp_path: Path) -> None:
     s3, ec2 = aws.client("s3"), aws.client("ec2")
     s3.create_bucket(Bucket="facc")
@@ -117,25 +124,53 @@ def test_locate_says_why_a_run_cannot_be_reached(aws: Aws, tmp_path: Path) -> No
         body = json.dumps({"run_id": run, **fields})
         s3.put_object(Bucket="facc", Key=f"submitter/runs/{run}/status.json", Body=body)
 
-    status("r-queued", state="queued")
+    status(f"{RUN}-0", state="queued")
     with pytest.raises(RemoteError, match="is queued"):
-        reach.locate(aws, settings, "r-queued")
+        reach.locate(aws, settings, f"{RUN}-0")
+    with pytest.raises(UsageError, match="is not a run id"):
+        reach.locate(aws, settings, "../../x")
     image = ec2.describe_images()["Images"][0]["ImageId"]
-    (bare,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"]
-    status("r-bare", state="running", instance_id=bare["InstanceId"])
+    (bare,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=_tagged(RUN))["Instances"]
+    status(f"{RUN}-1", state="running", instance_id=bare["InstanceId"])
     with pytest.raises(RemoteError) as err:
-        reach.locate(aws, settings, "r-bare")
+        reach.locate(aws, settings, f"{RUN}-1")
     assert "without a key pair" in err.value.what and "--key-pair" in (err.value.next_step or "")
     ec2.create_key_pair(KeyName="fk")
     group = _group(aws)
-    (keyed,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName="fk",
-                                 SecurityGroupIds=[group])["Instances"]
-    status("r-keyed", state="running", instance_id=keyed["InstanceId"])
+    (keyed,) = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName="fk", SecurityGroupIds=[group],
+                                 TagSpecifications=_tagged(RUN))["Instances"]
+    status(f"{RUN}-2", state="running", instance_id=keyed["InstanceId"])
     with pytest.raises(RemoteError, match="private key"):
-        reach.locate(aws, settings, "r-keyed")
+        reach.locate(aws, settings, f"{RUN}-2")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "fk.pem").write_text("x")
-    target = reach.locate(aws, settings, "r-keyed")
-    assert target.user == "ec2-user" and target.port == 22 and target.container == "submitter-r-keyed"
+    target = reach.locate(aws, settings, f"{RUN}-2")
+    assert target.user == "ec2-user" and target.port == 22 and target.container == f"submitter-{RUN}-2"
     assert target.group_id == group
     assert target.host == keyed.get("PublicIpAddress", target.host)
+
+
+def test_a_forged_status_naming_an_instance_of_no_or_another_submission_opens_nothing(
+        aws: Aws, tmp_path: Path) -> None:
+    s3, ec2 = aws.client("s3"), aws.client("ec2")
+    s3.create_bucket(Bucket="facc")
+    settings = Settings(region=REGION, bucket="facc", home=tmp_path)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "fk.pem").write_text("x")
+    ec2.create_key_pair(KeyName="fk")
+    group = _group(aws)
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    never = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName="fk",
+                              SecurityGroupIds=[group])["Instances"][0]["InstanceId"]
+    other = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName="fk", SecurityGroupIds=[group],
+                              TagSpecifications=_tagged("other-20261126-070000-def456"))["Instances"][0]["InstanceId"]
+    for run, iid, why in ((f"{RUN}-0", never, "submitter never launched it"),
+                          (f"{RUN}-1", other, "other-20261126-070000-def456")):
+        # The document even claims the other submission: only the run id's own submission counts.
+        body = json.dumps({"run_id": run, "submission_id": "other-20261126-070000-def456", "state": "running",
+                           "instance_id": iid})
+        s3.put_object(Bucket="facc", Key=f"submitter/runs/{run}/status.json", Body=body)
+        with pytest.raises(RemoteError) as err:
+            reach.locate(aws, settings, run)
+        assert iid in err.value.where and why in err.value.what and "forged" in (err.value.next_step or "")
+    assert _rules(aws, group) == [], "no rule opened"

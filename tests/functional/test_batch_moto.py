@@ -272,3 +272,24 @@ def test_submitter_cancel_of_a_batch_submission_terminates_its_job(aws_env, tmp_
     assert job["statusReason"] == "cancelled with submitter cancel"
     assert any(record["job_id"] in line for line in said), said
     assert {st["state"] for st in result["runs"]} == {"cancelled"}
+
+
+def test_a_forged_batch_record_terminates_no_job_of_another_submission(aws_env, tmp_path: Path) -> None:
+    """The record names another submission's job (and a run id that is a path): neither is acted on."""
+    aws, uri = aws_env
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
+    (mine,) = _submit(aws, _project(tmp_path, uri))
+    (theirs,) = _submit(aws, _project(tmp_path, uri))
+    key = f"bp/submissions/{mine.plan.submission_id}/batch.json"
+    record = _s3_json(aws, key)
+    other = _s3_json(aws, f"bp/submissions/{theirs.plan.submission_id}/batch.json")["job_id"]
+    forged = {**record, "job_id": other, "runs": {**record["runs"], "../../x": other}}
+    aws.session.client("s3").put_object(Bucket="bbucket", Key=key, Body=json.dumps(forged).encode())
+    said: list[str] = []
+    bucket = S3(aws.client("s3"), "bbucket")
+    assert batch_submit.cancel(aws, bucket, contract.Layout("bp"), mine.plan.submission_id, say=said.append) == []
+    (job,) = aws.session.client("batch").describe_jobs(jobs=[other])["jobs"]
+    assert job.get("statusReason") != "cancelled with submitter cancel", "another submission's job runs on"
+    assert any(other in line and "not a job of" in line for line in said), said
+    listed = aws.session.client("s3").list_objects_v2(Bucket="bbucket", Prefix="bp/")["Contents"]
+    assert not [o["Key"] for o in listed if ".." in o["Key"] or o["Key"].startswith("x/")]

@@ -174,6 +174,27 @@ def test_a_run_whose_worker_never_answers_is_cancelled_and_its_instance_terminat
     assert _live(aws, sid) == []
 
 
+def test_a_forged_status_naming_an_instance_submitter_never_launched_terminates_nothing_of_it(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    sub = _submit(aws, tmp_path, "fforge")
+    s3 = _s3(aws)
+    sid, ids = sub.plan.submission_id, [r.run_id for r in sub.plan.runs]
+    ec2 = aws[0].client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    victim = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    FakeAgent(s3, ids[0], "other-20261126-070000-def456", victim)  # the job's forged status: never answers
+    said: list[str] = []
+    result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, ids[0]), said.append,
+                               wait_s=1, poll_s=0.2)
+    assert result["submission"] == sid, "the submission comes from the run id, not from the status"
+    assert f"instance {victim}" not in result["removed"]
+    assert any(victim in line and "submitter never launched it" in line for line in said), said
+    state = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
+    with pytest.raises(UsageError):
+        cancel_mod.scope(s3, WHERE, "../../x")
+
+
 def test_cancel_names_a_run_or_a_submission_and_the_cli_asks_first(aws: tuple[Aws, str], tmp_path: Path) -> None:
     sub = _submit(aws, tmp_path, "fcli")
     with pytest.raises(UsageError, match="RUN or SUBMISSION"):
@@ -204,11 +225,22 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
         spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
         return str(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, TagSpecifications=spec)["VolumeId"])
 
-    stale = {"submitter:submission": "old-20200101-000000-aaaaaa", "submitter:deadline": "2020-01-01T00:30:00Z"}
+    old = "old-20200101-000000-aaaaaa"
+    s3.put_json(LAYOUT.queued(old), {"runs": [old]})
+    s3.put_json(LAYOUT.status(old), {"run_id": old, "state": "failed"})
+    stale = {"submitter:submission": old, "submitter:deadline": "2020-01-01T00:30:00Z",
+             "submitter:bucket": BUCKET, "submitter:prefix": "p"}
     untagged_instance, untagged_volume = launch(None), volume(None)
     other_tags = launch({"Name": "not ours", "submitter:deadline": "2020-01-01T00:00:00Z"})  # no submission tag
     orphan_instance, orphan_volume = launch(stale), volume(stale)
     fresh_instance = launch({**stale, "submitter:deadline": "2099-01-01T00:00:00Z"})
+    # Past its deadline but judged from nothing: a teammate's bucket, another prefix, no bucket tag at all (made
+    # before the tag existed), and one of ours whose documents are missing (unknown, never an orphan).
+    teammate = launch({**stale, "submitter:bucket": "teammate-bucket"})
+    elsewhere = {**stale, "submitter:prefix": "q"}
+    other_prefix, other_prefix_volume = launch(elsewhere), volume(elsewhere)
+    untagged_bucket = launch({k: v for k, v in stale.items() if k != "submitter:bucket"})
+    unknown = launch({**stale, "submitter:submission": "gone-20200101-000000-bbbbbb"})
 
     done = _submit(aws, tmp_path, "fdone")  # every run finished, but no one removed its resources
     for run in done.plan.runs:
@@ -223,7 +255,8 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
             ("queue", names.dead_letter_queue), ("role", names.role)} <= got
     assert any(o.kind == "security-group" and o.submission == done.plan.submission_id for o in orphans)
     assert not {o for o in orphans if o.submission == live.plan.submission_id}
-    for untouchable in (untagged_instance, untagged_volume, other_tags, fresh_instance):
+    for untouchable in (untagged_instance, untagged_volume, other_tags, fresh_instance, teammate, other_prefix,
+                        other_prefix_volume, untagged_bucket, unknown):
         assert untouchable not in {o.id for o in orphans}
 
     result = CliRunner().invoke(app, ["gc", "--yes", "--json"])
@@ -234,7 +267,7 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
         return str(ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"])
 
     assert state(orphan_instance) in ("shutting-down", "terminated")
-    for iid in (untagged_instance, other_tags, fresh_instance):
+    for iid in (untagged_instance, other_tags, fresh_instance, teammate, other_prefix, untagged_bucket, unknown):
         assert state(iid) == "running", iid
     volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert untagged_volume in volumes and orphan_volume not in volumes

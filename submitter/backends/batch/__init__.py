@@ -43,11 +43,11 @@ class BatchBackend:
         return []  # Batch retries a lost host itself; a job it gives up on ends in its own status
 
     def stop(self, aws: Aws, s3: S3, layout: contract.Layout, scope: Scope, say: Say) -> None:
-        jobs = submit.cancel(aws, s3, layout, scope.submission, runs=None if scope.whole else scope.run_ids)
+        jobs = submit.cancel(aws, s3, layout, scope.submission, runs=None if scope.whole else scope.run_ids, say=say)
         if jobs:
             say(f"{scope.submission}: terminated Batch job(s) {', '.join(jobs)}")
 
-    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status]) -> list[str]:
+    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status], say: Say) -> list[str]:
         return []  # the job is terminated already: Batch kills its container after the grace
 
     def clean_up(self, aws: Aws, submission: str) -> list[str]:

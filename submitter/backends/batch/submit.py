@@ -3,9 +3,10 @@ role, a job definition, and one job (an array job for a sweep); and cancelling i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from submitter import contract
+from submitter import contract, ownership
 from submitter.aws import batch as batch_api
 from submitter.aws import iam as iam_api
 from submitter.aws.s3 import S3
@@ -80,23 +81,31 @@ def is_batch(s3: S3, layout: contract.Layout, submission: str) -> bool:
 
 
 def cancel(aws: Aws, s3: S3, layout: contract.Layout, submission: str, runs: list[str] | None = None,
-           reason: str = "cancelled with submitter cancel") -> list[str]:
+           reason: str = "cancelled with submitter cancel", say: Callable[[str], None] | None = None) -> list[str]:
     """Terminate a Batch submission's job (all its array children), or only the children of `runs`; returns
     the job ids terminated, [] when the submission is not on Batch. Running containers get SIGTERM; the
     wrapper sees the cancel object written first, uploads what the run made and marks it cancelled. Runs that
-    never started are marked cancelled here, since no wrapper will."""
+    never started are marked cancelled here, since no wrapper will.
+
+    The record's run ids must be `submission`'s own and its job ids must name a job tagged with it and named
+    after it (ownership.batch_jobs): anything else is said and left alone."""
     record = s3.get_json(layout.batch_record(submission))
     if not record:
         return []
-    targets = list(record["runs"]) if runs is None else [r for r in runs if r in record["runs"]]
+    recorded = {str(r): str(j) for r, j in dict(record.get("runs") or {}).items()
+                if contract.is_run_of(str(r), submission)}
+    targets = list(recorded) if runs is None else [r for r in runs if r in recorded]
     if runs is None:
         s3.put_json(layout.submission_cancel(submission), {"reason": reason})
         job_ids = [str(record["job_id"])]
     else:
         for run_id in targets:
             s3.put_json(layout.run_cancel(run_id), {"reason": reason})
-        job_ids = [str(record["runs"][r]) for r in targets]
+        job_ids = [recorded[r] for r in targets]
     batch = batch_api.client(aws)
+    job_ids, refused = ownership.batch_jobs(batch, job_ids, submission)
+    for line in refused:
+        (say or (lambda _t: None))(f"not terminated: {line}")
     for job_id in job_ids:
         batch_api.terminate_job(batch, job_id, reason)
     now = contract.iso()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from submitter import contract
+from submitter import contract, ownership
 from submitter.aws import autoscaling as asg_api
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.s3 import S3
@@ -14,6 +14,7 @@ from submitter.aws.session import Aws
 from submitter.backends.base import Ledger, Orphan, Say, Scope
 from submitter.backends.pool import capacity, stranded, submit, sweep
 from submitter.backends.pool.resources import Names, PoolPlan, pool_plan
+from submitter.errors import RemoteError
 from submitter.plan import Plan
 from submitter.progress import Progress
 
@@ -72,10 +73,23 @@ class PoolBackend:
             asg_api.set_desired(autoscaling, group_name, desired)
             say(f"{scope.submission}: group {group_name} set to {desired} worker(s)")
 
-    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status]) -> list[str]:
-        instances = sorted({st.instance_id for st in unconfirmed if st.instance_id})
-        ec2_api.terminate(ec2_api.client(aws), instances)
-        return [f"instance {i}" for i in instances]
+    def force_stop(self, aws: Aws, unconfirmed: list[contract.Status], say: Say) -> list[str]:
+        """Terminate the instances the unconfirmed runs' statuses name, each only once it is described and found
+        tagged with the run's own submission (a forged status names anything)."""
+        ec2 = ec2_api.client(aws)
+        instances: set[str] = set()
+        for st in unconfirmed:
+            if not st.instance_id:
+                continue
+            try:
+                found = ownership.instance(ec2, st.instance_id, ownership.submission_of_run(st.run_id), st.run_id)
+            except RemoteError as refused:
+                say(f"not terminated: {refused.where}: {refused.what}")
+                continue
+            if found is not None:
+                instances.add(st.instance_id)
+        ec2_api.terminate(ec2, sorted(instances))
+        return [f"instance {i}" for i in sorted(instances)]
 
     def clean_up(self, aws: Aws, submission: str) -> list[str]:
         return capacity.remove(aws, submission)

@@ -1,5 +1,7 @@
 """The pool's orphans for `submitter gc`, found by the `submitter:submission` tag only (untagged resources are
-never looked at), and their removal in dependency order. An orphan is:
+never looked at) and with the bucket and prefix in use (another team's are not judged), and their removal in
+dependency order. A submission whose runs or status documents are missing is unknown: nothing of it is an
+orphan except an unattached volume. An orphan is:
   instance         past its `submitter:deadline` and not running a run (no fresh heartbeat in S3)
   group            its runs are all finished, or it wants 0 workers and has none
   launch template, queue, role, security group
@@ -44,21 +46,26 @@ def orphans(aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
     for inst in ec2_api.instances(ec2, [*tagged, {"Name": "instance-state-name", "Values": LIVE_STATES}]):
         tags = _tags(inst.get("Tags"))
         sub = tags[TAG]
+        if not ledger.ours(tags):
+            continue
         if _deadline_passed(tags, now) and not ledger.busy_on(sub, inst["InstanceId"], now):
             found.append(Orphan("instance", inst["InstanceId"], sub, f"past its deadline {tags[DEADLINE]}"))
     live_groups = set()
     for group in asg_api.tagged_groups(asg_api.client(aws), TAG):
-        sub = _tags(group.get("Tags"))[TAG]
+        tags = _tags(group.get("Tags"))
+        sub = tags[TAG]
+        if not ledger.ours(tags):
+            continue
         empty = int(group["DesiredCapacity"]) == 0 and not group.get("Instances")
         if ledger.finished(sub):
             found.append(Orphan("group", group["AutoScalingGroupName"], sub, "every run has finished"))
-        elif empty:
+        elif empty and ledger.known(sub):
             found.append(Orphan("group", group["AutoScalingGroupName"], sub, "no worker and none wanted"))
         else:
             live_groups.add(sub)
 
     def spent(sub: str, tags: dict[str, str]) -> str | None:
-        if sub in live_groups:
+        if sub in live_groups or not ledger.ours(tags) or not ledger.known(sub):
             return None
         if ledger.finished(sub):
             return "its submission has finished"
@@ -87,6 +94,8 @@ def orphans(aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
             found.append(Orphan("security-group", sg["GroupId"], tags[TAG], why))
     for vol in ec2_api.volumes(ec2, [*tagged, {"Name": "status", "Values": ["available"]}]):
         tags = _tags(vol.get("Tags"))
+        if not ledger.ours(tags):
+            continue
         found.append(Orphan("volume", vol["VolumeId"], tags[TAG], "not attached to any instance"))
     return found
 
