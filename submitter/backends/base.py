@@ -47,7 +47,7 @@ class Orphan:
         return {k: v for k, v in asdict(self).items() if v}
 
 
-ORDER = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume")
+ORDER = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume", "secrets")
 
 
 class Ledger(Protocol):

@@ -82,8 +82,16 @@ def put_secrets(aws: Aws, plan: Plan, secrets: dict[str, str]) -> None:
         return
     ssm = ssm_api.client(aws)
     for name, value in secrets.items():
-        ssm_api.put_secret(ssm, contract.secrets_prefix(plan.submission_id) + name, value,
-                           f"submitter secret for {plan.submission_id}")
+        parameter = contract.secrets_prefix(plan.submission_id) + name
+        ssm_api.put_secret(ssm, parameter, value, f"submitter secret for {plan.submission_id}")
+        ssm_api.tag_secret(ssm, parameter, plan.tags)  # the submission's, so clean-up and gc find it
+
+
+def delete_secrets(aws: Aws, submission: str) -> list[str]:
+    """Remove the submission's secrets (clean-up after its last run, cancel, gc); returns what went."""
+    ssm = ssm_api.client(aws)
+    names = ssm_api.secrets_under(ssm, contract.secrets_prefix(submission))
+    return [f"secret {name}" for name in ssm_api.delete_secrets(ssm, names)]
 
 
 def git_state(directory: Path) -> dict[str, Any] | None:

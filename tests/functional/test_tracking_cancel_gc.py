@@ -274,3 +274,62 @@ def test_gc_removes_orphans_tagged_by_submitter_and_nothing_else(aws: tuple[Aws,
     assert _group(aws, names.group) is None and _group(aws, Names.of(live.plan.submission_id).group) is not None
     assert session.client("sqs").get_queue_url(QueueName=Names.of(live.plan.submission_id).queue)
     assert gc.find(session, s3, WHERE) == [], "a second gc finds nothing"
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+def _submit_with_secret(aws: tuple[Aws, str], tmp_path: Path, name: str) -> execute.Submitted:
+    session, uri = aws
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SPEC.format(name=name, uri=uri) + "secrets: [FTOKEN]\n")
+    settings = Settings(bucket=BUCKET, region=REGION, prefix="p")
+    (sub,) = execute.submit(session, settings, [load(spec)], {"FTOKEN": "s3cr3t"}, tmp_path, NullProgress(),
+                            engine=_no_engine)
+    return sub
+
+
+def _secrets(aws: tuple[Aws, str]) -> dict[str, dict[str, str]]:
+    ssm = aws[0].client("ssm")
+    names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]
+    return {n: {t["Key"]: t["Value"] for t in ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=n)[
+        "TagList"]} for n in names}
+
+
+def test_secrets_are_tagged_with_their_submission_and_removed_by_cancel_and_clean_up(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    cancelled, drained = _submit_with_secret(aws, tmp_path, "fsec"), _submit_with_secret(aws, tmp_path, "fsed")
+    found = _secrets(aws)
+    for sub in (cancelled, drained):
+        tags = found[f"/submitter/{sub.plan.submission_id}/FTOKEN"]
+        assert tags["submitter:submission"] == sub.plan.submission_id
+        assert (tags["submitter:bucket"], tags["submitter:prefix"]) == (BUCKET, "p")
+    s3 = _s3(aws)
+    result = cancel_mod.cancel(aws[0], s3, WHERE, cancel_mod.scope(s3, WHERE, cancelled.plan.submission_id),
+                               lambda _: None, wait_s=5, poll_s=0.2)
+    assert f"secret /submitter/{cancelled.plan.submission_id}/FTOKEN" in result["removed"]
+    assert f"/submitter/{cancelled.plan.submission_id}/FTOKEN" not in _secrets(aws)
+    # What `submit --wait` calls once every run has ended.
+    removed = drained.backend.clean_up(aws[0], drained.plan.submission_id)
+    assert f"secret /submitter/{drained.plan.submission_id}/FTOKEN" in removed
+    assert _secrets(aws) == {}
+
+
+def test_gc_removes_the_secrets_of_a_finished_submission_of_its_bucket_only(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    done = _submit_with_secret(aws, tmp_path, "fsgc")
+    s3 = _s3(aws)
+    for run in done.plan.runs:
+        s3.put_json(LAYOUT.status(run.run_id), {"run_id": run.run_id, "state": "succeeded"})
+    ssm = aws[0].client("ssm")
+    # A teammate's finished submission of the same job name, in another bucket: its secret is not judged here.
+    theirs = "/submitter/fsgc-20200101-000000-cccccc/FTOKEN"
+    ssm.put_parameter(Name=theirs, Value="x", Type="SecureString")
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=theirs, Tags=[
+        {"Key": "submitter:submission", "Value": "fsgc-20200101-000000-cccccc"},
+        {"Key": "submitter:bucket", "Value": "teammate"}, {"Key": "submitter:prefix", "Value": "p"}])
+    orphans = [o for o in gc.find(aws[0], s3, WHERE) if o.kind == "secrets"]
+    assert [(o.id, o.submission) for o in orphans] == [
+        (f"/submitter/{done.plan.submission_id}/", done.plan.submission_id)]
+    gc.remove(aws[0], orphans, lambda _: None)
+    assert list(_secrets(aws)) == [theirs]

@@ -10,6 +10,7 @@ from submitter import contract
 from submitter.aws import iam as iam_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
+from submitter.backends import staging
 from submitter.backends.base import Ledger, Orphan, Say, Scope
 from submitter.backends.batch import job, submit
 from submitter.plan import Plan, role_name
@@ -51,9 +52,10 @@ class BatchBackend:
         return []  # the job is terminated already: Batch kills its container after the grace
 
     def clean_up(self, aws: Aws, submission: str) -> list[str]:
-        """Batch scales its hosts down itself; only the job role is the submission's own."""
+        """Batch scales its hosts down itself; only the job role and the secrets are the submission's own."""
         role = role_name(submission)
-        return [f"role {role}"] if iam_api.delete_instance_role(iam_api.client(aws), role) else []
+        removed = [f"role {role}"] if iam_api.delete_instance_role(iam_api.client(aws), role) else []
+        return removed + staging.delete_secrets(aws, submission)
 
     def orphans(self, aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
         return []

@@ -11,6 +11,7 @@ from submitter.aws import autoscaling as asg_api
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
+from submitter.backends import staging
 from submitter.backends.base import Ledger, Orphan, Say, Scope
 from submitter.backends.pool import capacity, stranded, submit, sweep
 from submitter.backends.pool.resources import Names, PoolPlan, pool_plan
@@ -92,7 +93,8 @@ class PoolBackend:
         return [f"instance {i}" for i in sorted(instances)]
 
     def clean_up(self, aws: Aws, submission: str) -> list[str]:
-        return capacity.remove(aws, submission)
+        removed = capacity.remove(aws, submission)  # the workers first: a live one may still read its secrets
+        return removed + staging.delete_secrets(aws, submission)
 
     def orphans(self, aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
         return sweep.orphans(aws, ledger, now)

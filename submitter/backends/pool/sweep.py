@@ -7,6 +7,7 @@ orphan except an unattached volume. An orphan is:
   launch template, queue, role, security group
                    its submission has no live group, and its runs are all finished or its deadline passed
   volume           unattached (the launch's volumes are deleted with their instance, so a loose one leaked)
+  secrets          the submission's SSM parameters (tagged at submit), on the same terms as its role
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from submitter.aws import autoscaling as asg_api
 from submitter.aws import ec2 as ec2_api
 from submitter.aws import iam as iam_api
 from submitter.aws import sqs as sqs_api
+from submitter.aws import ssm as ssm_api
 from submitter.aws.session import Aws
 from submitter.backends.base import Ledger, Orphan, Say
 
 TAG, DEADLINE = contract.TAG_SUBMISSION, contract.TAG_DEADLINE
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 ALIVE = ["pending", "running", "stopping", "shutting-down"]
-KINDS = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume")
+KINDS = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume", "secrets")
 
 
 def _tags(items: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -87,6 +89,15 @@ def orphans(aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
         why = spent(tags[TAG], tags)
         if why:
             found.append(Orphan("role", name, tags[TAG], why))
+    ssm = ssm_api.client(aws)
+    secrets: dict[str, list[str]] = {}  # SSM lists by path, not by tag: one submission's names together
+    for name in ssm_api.secrets_under(ssm, contract.SECRETS_ROOT, recursive=True):
+        secrets.setdefault(name[len(contract.SECRETS_ROOT) + 1:].split("/", 1)[0], []).append(name)
+    for sub, names in secrets.items():
+        tags = ssm_api.secret_tags(ssm, names[0])
+        why = spent(sub, tags) if tags.get(TAG) == sub else None  # untagged: never looked at
+        if why:
+            found.append(Orphan("secrets", contract.secrets_prefix(sub), sub, why))
     for sg in ec2_api.security_groups(ec2, tagged):
         tags = _tags(sg.get("Tags"))
         why = spent(tags[TAG], tags)
@@ -131,6 +142,8 @@ def remove(aws: Aws, found: list[Orphan], say: Say, wait_s: float = 180, poll_s:
         "role": lambda o: iam_api.delete_instance_role(iam_api.client(aws), o.id),
         "security-group": lambda o: ec2_api.delete_security_group(ec2, o.id),
         "volume": lambda o: ec2_api.delete_volume(ec2, o.id),
+        "secrets": lambda o: bool(ssm_api.delete_secrets(ssm_api.client(aws), ssm_api.secrets_under(
+            ssm_api.client(aws), o.id))),
     }
     for kind, delete in deletes.items():
         for o in by_kind[kind]:
