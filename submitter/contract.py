@@ -56,6 +56,7 @@ TAG_DEADLINE = "submitter:deadline"
 TAG_BUCKET = "submitter:bucket"
 TAG_PREFIX = "submitter:prefix"
 SSH_RULE_MARK = "submitter ssh"  # starts the description of a per-session port-22 rule: "... TOKEN until TIME"
+TAG_SSH_UNTIL = "submitter:ssh-until"  # on an ssh session's own security group: gc removes it after this time
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 

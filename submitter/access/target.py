@@ -1,17 +1,20 @@
 """Where a run can be reached: its instance, address, security group and key (`locate`), the caller's own
 address range, and TCP 22 opened for that range only while a session lasts (`port_22_open`).
 
-The rule is added before connecting and removed in `finally` (errors, Ctrl-C and SIGTERM included).
+The rule is a session's own (a security group of its own on the instance), added before connecting and removed in
+`finally` (errors, Ctrl-C, SIGTERM and SIGHUP included).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import secrets
 import signal
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from submitter.settings import Settings
 Say = Callable[[str], None]
 AWS_USER = "ec2-user"  # Amazon Linux's login user (the AMI of docs/decisions.md)
 CHECKIP = "https://checkip.amazonaws.com"
+SESSION_S = 12 * 3600  # how long a session's rule is taken to be in use; after it, gc may remove it
+_SIGNALS = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class Target:
     group_id: str
     key_path: Path
     container: str
+    vpc_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # the instance's submitter tags; a session's group copies them
 
 
 def caller_cidr(cidr: str | None, sandbox: bool, fetch: Callable[[], str] | None = None) -> str:
@@ -118,30 +125,62 @@ def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
                               "launch in subnets that assign public IPs (the default VPC's do), or connect "
                               "through a VPN/bastion with --cidr")
         port, user = 22, AWS_USER
-    return Target(run_id, iid, host, port, user, str(group["GroupId"]), key_path, f"submitter-{run_id}")
+    tags = {k: v for k, v in ownership.tags_of(inst).items()
+            if k in (contract.TAG_SUBMISSION, contract.TAG_BUCKET, contract.TAG_PREFIX)}
+    return Target(run_id, iid, host, port, user, str(group["GroupId"]), key_path, f"submitter-{run_id}",
+                  str(inst.get("VpcId") or ""), tags)
 
 
 @contextlib.contextmanager
-def port_22_open(aws: Aws, target: Target, cidr: str, say: Say) -> Iterator[None]:
-    """TCP 22 from `cidr` on the instance's security group while the block runs; removed however it ends."""
+def port_22_open(aws: Aws, target: Target, cidr: str, say: Say, now: datetime | None = None) -> Iterator[None]:
+    """TCP 22 from `cidr` to the instance while the block runs, through a security group of this session's own
+    (one rule, its description "submitter ssh TOKEN until TIME"), attached to the instance and removed however
+    the block ends: errors, Ctrl-C, SIGTERM and SIGHUP (a closed terminal).
+
+    A group per session because EC2 keeps one rule per (port, source) in a group: two sessions from one address
+    would share a rule, and the first to end would close it under the other. A `kill -9` leaves the group behind;
+    it is tagged with the run's submission and the time, and `submitter gc` removes it after that time."""
     ec2 = ec2_api.client(aws)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    added = ec2_api.authorize_ssh(ec2, target.group_id, cidr, f"submitter ssh {target.run_id} since {stamp}")
-    if added:
-        say(f"opened TCP 22 on {target.group_id} for {cidr} (removed when this session ends)")
-    else:
-        say(f"TCP 22 was already open for {cidr} on {target.group_id} (another session?): it is left as it is")
-    previous = signal.getsignal(signal.SIGTERM)
+    token = secrets.token_hex(4)
+    until = contract.iso((now or datetime.now(timezone.utc)) + timedelta(seconds=SESSION_S))
+    mark = f"{contract.SSH_RULE_MARK} {token} until {until}"
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     with contextlib.suppress(ValueError):  # not the main thread: nothing to install
-        signal.signal(signal.SIGTERM, _interrupt)
+        for sig in _SIGNALS:
+            signal.signal(sig, _interrupt)
+    group = ""
     try:
+        group = ec2_api.create_group(ec2, f"submitter-ssh-{target.run_id}-{token}"[:255], mark, target.vpc_id,
+                                     {**target.tags, contract.TAG_SSH_UNTIL: until})
+        ec2_api.authorize_ssh(ec2, group, cidr, mark)
+        ec2_api.set_instance_groups(ec2, target.instance_id,
+                                    [*(ec2_api.instance_groups(ec2, target.instance_id) or []), group])
+        say(f"opened TCP 22 for {cidr} to {target.instance_id} through {group} (removed when this session ends)")
         yield
     finally:
         with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, previous)
-        if added:
-            ec2_api.revoke_ssh(ec2, target.group_id, cidr)
-            say(f"closed TCP 22 on {target.group_id} for {cidr}")
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if group:
+            close_session(ec2, target.instance_id, group, say)
+
+
+def close_session(ec2: Any, instance_id: str, group: str, say: Say, wait_s: float = 30) -> bool:
+    """Detach a session's group from the instance (if it still runs) and delete it; False when it stays."""
+    current = ec2_api.instance_groups(ec2, instance_id)
+    if current is not None and group in current:
+        ec2_api.set_instance_groups(ec2, instance_id, [g for g in current if g != group])
+    deadline = time.monotonic() + wait_s
+    while not ec2_api.delete_security_group(ec2, group):  # EC2 may still count it in use for a few seconds
+        if not ec2_api.security_groups(ec2, [{"Name": "group-id", "Values": [group]}]):
+            return True  # gone already (gc took a session past its time)
+        if time.monotonic() > deadline:
+            say(f"security group {group} could not be deleted yet (it holds no instance now); `submitter gc` "
+                "removes it once its time has passed")
+            return False
+        time.sleep(2)
+    say(f"closed TCP 22 to {instance_id}: {group} removed")
+    return True
 
 
 def _interrupt(signum: int, frame: Any) -> None:

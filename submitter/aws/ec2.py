@@ -292,3 +292,29 @@ def default_vcpus(ec2: Any, instance_types: list[str]) -> dict[str, int]:
     with translate("ec2", "DescribeInstanceTypes", "check the instance type names (e.g. c5.large)"):
         found = ec2.describe_instance_types(InstanceTypes=instance_types)["InstanceTypes"]
     return {item["InstanceType"]: int(item["VCpuInfo"]["DefaultVCpus"]) for item in found}
+
+
+# ------------------------------------------------------------------------------------ ssh session groups
+
+
+def create_group(ec2: Any, name: str, description: str, vpc_id: str, tags: dict[str, str]) -> str:
+    """A new security group with no inbound rule (an ssh session's own; the caller adds its one rule)."""
+    with translate("ec2", "CreateSecurityGroup"):
+        return str(ec2.create_security_group(
+            GroupName=name, Description=description, VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["GroupId"])
+
+
+def set_instance_groups(ec2: Any, instance_id: str, group_ids: list[str]) -> None:
+    """Replace the instance's security groups (its primary interface's) with `group_ids`."""
+    with translate("ec2", "ModifyInstanceAttribute"):
+        ec2.modify_instance_attribute(InstanceId=instance_id, Groups=group_ids)
+
+
+def instance_groups(ec2: Any, instance_id: str) -> list[str] | None:
+    """The instance's security group ids; None when it is gone (terminated instances hold none)."""
+    found = instance(ec2, instance_id)
+    if found is None or found["State"]["Name"] in ("shutting-down", "terminated"):
+        return None
+    return [str(g["GroupId"]) for g in found.get("SecurityGroups", [])]

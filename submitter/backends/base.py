@@ -47,7 +47,7 @@ class Orphan:
         return {k: v for k, v in asdict(self).items() if v}
 
 
-ORDER = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume", "secrets")
+ORDER = ("instance", "group", "launch-template", "queue", "role", "ssh-rule", "security-group", "volume", "secrets")
 
 
 class Ledger(Protocol):

@@ -43,31 +43,71 @@ def _rules(aws: Aws, group: str) -> list[str]:
     return [r["CidrIp"] for p in perms if p.get("FromPort") == 22 for r in p.get("IpRanges", [])]
 
 
-def _target(group: str) -> reach.Target:
-    return reach.Target("r-0", "i-0", "127.0.0.1", 22, "ec2-user", group, Path("k.pem"), "submitter-r-0")
+def _sessions(aws: Aws, instance_id: str) -> dict[str, list[tuple[str, str]]]:
+    """Port-22 rules reaching the instance, by security group: [(cidr, description)]."""
+    ec2 = aws.client("ec2")
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    found = {}
+    for g in ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in inst["SecurityGroups"]])["SecurityGroups"]:
+        rules = [(r["CidrIp"], r.get("Description", "")) for p in g["IpPermissions"] if p.get("FromPort") == 22
+                 for r in p.get("IpRanges", [])]
+        if rules:
+            found[g["GroupId"]] = rules
+    return found
 
 
-def test_the_rule_exists_only_inside_the_block_even_on_error_and_ctrl_c(aws: Aws) -> None:
-    group = _group(aws)
+def _target(aws: Aws, group: str, run: str = "fsub-20261126-070000-abc123") -> reach.Target:
+    ec2 = aws.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    tags = {"submitter:submission": run, "submitter:bucket": "facc", "submitter:prefix": "p"}
+    inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SecurityGroupIds=[group], TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])["Instances"][0]
+    return reach.Target(run, inst["InstanceId"], "127.0.0.1", 22, "ec2-user", group, Path("k.pem"),
+                        f"submitter-{run}", inst["VpcId"], tags)
+
+
+def _groups(aws: Aws) -> set[str]:
+    return {g["GroupId"] for g in aws.client("ec2").describe_security_groups()["SecurityGroups"]}
+
+
+def test_the_rule_exists_only_inside_the_block_even_on_error_ctrl_c_and_sighup(aws: Aws) -> None:
+    import os
+    import signal
+
+    target = _target(aws, _group(aws))
+    before = _groups(aws)
     said: list[str] = []
-    with reach.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
-        assert _rules(aws, group) == ["198.51.100.7/32"]
-    assert _rules(aws, group) == []
+    with reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
+        ((group, rules),) = _sessions(aws, target.instance_id).items()
+        assert group != target.group_id and _rules(aws, target.group_id) == [], "the submission's group stays shut"
+        ((cidr, description),) = rules
+        assert cidr == "198.51.100.7/32" and description.startswith("submitter ssh ") and " until " in description
+        tags = {t["Key"]: t["Value"] for t in aws.client("ec2").describe_security_groups(
+            GroupIds=[group])["SecurityGroups"][0]["Tags"]}
+        assert tags["submitter:submission"] == target.run_id and tags["submitter:ssh-until"] in description
+    assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
     for exc in (RuntimeError("boom"), KeyboardInterrupt()):
-        with pytest.raises(type(exc)), reach.port_22_open(aws, _target(group), "198.51.100.7/32", said.append):
-            assert _rules(aws, group) == ["198.51.100.7/32"]
+        with pytest.raises(type(exc)), reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
+            assert _sessions(aws, target.instance_id)
             raise exc
-        assert _rules(aws, group) == []
+        assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
+    # A closed terminal (SIGHUP) ends the session like Ctrl-C: the rule goes.
+    with pytest.raises(KeyboardInterrupt), reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
+        os.kill(os.getpid(), signal.SIGHUP)
+    assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL, "the handler before the session is back"
     assert any("closed TCP 22" in s for s in said)
 
 
-def test_a_rule_that_was_already_there_is_left_alone(aws: Aws) -> None:
-    group = _group(aws)
-    aws.client("ec2").authorize_security_group_ingress(GroupId=group, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "198.51.100.7/32"}]}])
-    with reach.port_22_open(aws, _target(group), "198.51.100.7/32", lambda _t: None):
-        pass
-    assert _rules(aws, group) == ["198.51.100.7/32"]
+def test_two_sessions_from_one_address_have_a_rule_each(aws: Aws) -> None:
+    target = _target(aws, _group(aws))
+    with reach.port_22_open(aws, target, "198.51.100.7/32", lambda _t: None):
+        with reach.port_22_open(aws, target, "198.51.100.7/32", lambda _t: None):
+            both = _sessions(aws, target.instance_id)
+            assert len(both) == 2 and len({d for rules in both.values() for _, d in rules}) == 2
+        (left,) = _sessions(aws, target.instance_id).values()
+        assert left == [r for rules in both.values() for r in rules if r in left], "the first session's rule stays"
+    assert _sessions(aws, target.instance_id) == {}
 
 
 def test_caller_cidr() -> None:
@@ -174,3 +214,29 @@ def test_a_forged_status_naming_an_instance_of_no_or_another_submission_opens_no
             reach.locate(aws, settings, run)
         assert iid in err.value.where and why in err.value.what and "forged" in (err.value.next_step or "")
     assert _rules(aws, group) == [], "no rule opened"
+
+
+def test_gc_removes_a_session_rule_past_its_time_and_leaves_a_live_one(aws: Aws) -> None:
+    """A session killed with -9 never closes its rule: once its time has passed, gc takes it off the instance."""
+    from datetime import datetime, timedelta, timezone
+
+    from submitter import gc, tracking
+    from submitter.aws.s3 import S3
+
+    aws.client("s3").create_bucket(Bucket="facc")
+    target = _target(aws, _group(aws))
+    long_ago = datetime.now(timezone.utc) - timedelta(days=2)
+    with reach.port_22_open(aws, target, "198.51.100.7/32", lambda _t: None, now=long_ago):
+        (stale,) = _sessions(aws, target.instance_id)
+        with reach.port_22_open(aws, target, "198.51.100.8/32", lambda _t: None):
+            (live,) = set(_sessions(aws, target.instance_id)) - {stale}
+            where = tracking.Where("facc", "p")
+            s3 = S3(aws.client("s3"), "facc")
+            orphans = [o for o in gc.find(aws, s3, where) if o.kind == "ssh-rule"]
+            assert [o.id for o in orphans] == [stale] and "time ended" in orphans[0].why
+            assert [o.id for o in orphans if o.id == live] == []
+            # Another bucket's gc does not judge it at all.
+            assert not [o for o in gc.find(aws, s3, tracking.Where("facc", "q")) if o.kind == "ssh-rule"]
+            assert gc.remove(aws, orphans, lambda _t: None) == orphans
+            assert set(_sessions(aws, target.instance_id)) == {live}
+    assert _sessions(aws, target.instance_id) == {}

@@ -8,6 +8,7 @@ orphan except an unattached volume. An orphan is:
                    its submission has no live group, and its runs are all finished or its deadline passed
   volume           unattached (the launch's volumes are deleted with their instance, so a loose one leaked)
   secrets          the submission's SSM parameters (tagged at submit), on the same terms as its role
+  ssh-rule         an ssh session's own security group past its `submitter:ssh-until` (a killed session's)
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from submitter.aws import ssm as ssm_api
 from submitter.aws.session import Aws
 from submitter.backends.base import Ledger, Orphan, Say
 
-TAG, DEADLINE = contract.TAG_SUBMISSION, contract.TAG_DEADLINE
+TAG, DEADLINE, SSH_UNTIL = contract.TAG_SUBMISSION, contract.TAG_DEADLINE, contract.TAG_SSH_UNTIL
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 ALIVE = ["pending", "running", "stopping", "shutting-down"]
-KINDS = ("instance", "group", "launch-template", "queue", "role", "security-group", "volume", "secrets")
+KINDS = ("instance", "group", "launch-template", "queue", "role", "ssh-rule", "security-group", "volume",
+         "secrets")
 
 
 def _tags(items: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -100,6 +102,13 @@ def orphans(aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
             found.append(Orphan("secrets", contract.secrets_prefix(sub), sub, why))
     for sg in ec2_api.security_groups(ec2, tagged):
         tags = _tags(sg.get("Tags"))
+        if SSH_UNTIL in tags:  # an ssh session's own group (access/target.py): stale once its time has passed
+            ended = contract.parse_iso(tags[SSH_UNTIL])
+            why = (f"its ssh session's time ended at {tags[SSH_UNTIL]}" if ended is not None and ended < now
+                   else spent(tags[TAG], tags))
+            if why and ledger.ours(tags):
+                found.append(Orphan("ssh-rule", sg["GroupId"], tags[TAG], why))
+            continue
         why = spent(tags[TAG], tags)
         if why:
             found.append(Orphan("security-group", sg["GroupId"], tags[TAG], why))
@@ -140,6 +149,7 @@ def remove(aws: Aws, found: list[Orphan], say: Say, wait_s: float = 180, poll_s:
         "launch-template": lambda o: ec2_api.delete_launch_template(ec2, o.id),
         "queue": lambda o: sqs_api.delete_queue(sqs_api.client(aws), o.id),
         "role": lambda o: iam_api.delete_instance_role(iam_api.client(aws), o.id),
+        "ssh-rule": lambda o: _close_session(ec2, o),
         "security-group": lambda o: ec2_api.delete_security_group(ec2, o.id),
         "volume": lambda o: ec2_api.delete_volume(ec2, o.id),
         "secrets": lambda o: bool(ssm_api.delete_secrets(ssm_api.client(aws), ssm_api.secrets_under(
@@ -152,3 +162,13 @@ def remove(aws: Aws, found: list[Orphan], say: Say, wait_s: float = 180, poll_s:
             else:
                 say(f"{kind} {o.id}: could not be deleted now (still in use?); run gc again later")
     return removed
+
+
+def _close_session(ec2: Any, orphan: Orphan) -> bool:
+    """Take a stale ssh session's group off the submission's instances that still hold it, then delete it."""
+    for inst in ec2_api.instances(ec2, [{"Name": f"tag:{TAG}", "Values": [orphan.submission]},
+                                        {"Name": "instance-state-name", "Values": LIVE_STATES}]):
+        groups = [str(g["GroupId"]) for g in inst.get("SecurityGroups", [])]
+        if orphan.id in groups:
+            ec2_api.set_instance_groups(ec2, inst["InstanceId"], [g for g in groups if g != orphan.id])
+    return ec2_api.delete_security_group(ec2, orphan.id)
