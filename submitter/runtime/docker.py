@@ -10,16 +10,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from submitter.runtime import credentials
 from submitter.runtime.commands import CommandError, run
 from submitter.runtime.lifecycle import Process
 from submitter.runtime.rules import container_command
+from submitter.runtime.store import Store
 
 log = logging.getLogger("submitter.runtime")
 
 
 def docker_run_args(sub: dict[str, Any], run_id: str, instance_id: str, work: Path, run_dir: Path,
                     env: dict[str, str], env_file: Path | None, gpus: str | None) -> list[str]:
-    args = ["docker", "run", "--detach", "--name", container_name(run_id),
+    # The default bridge, never the host's network: the container must not share the host's view of IMDS or
+    # of the agent's own services.
+    args = ["docker", "run", "--detach", "--name", container_name(run_id), "--network", "bridge",
             "--label", f"submitter.run={run_id}", "--label", f"submitter.instance={instance_id}",
             "--volume", f"{work / 'data'}:{sub.get('volume_mount') or '/data'}"]
     if sub.get("outputs"):
@@ -58,8 +62,11 @@ def write_env_file(path: Path, secrets: dict[str, str]) -> None:
 class DockerProcess(Process):
     noun = "container"
 
-    def __init__(self, sub: dict[str, Any], run_id: str, instance_id: str, work: Path, gpus: str | None) -> None:
+    def __init__(self, sub: dict[str, Any], run_id: str, instance_id: str, work: Path, gpus: str | None,
+                 store: Store | None = None) -> None:
         self.sub, self.run_id, self.instance_id, self.work, self.gpus = sub, run_id, instance_id, work, gpus
+        self.store = store  # assumes the job role for the credentials endpoint
+        self.endpoint: credentials.CredentialServer | None = None
         self.name = container_name(run_id)
         self.run_dir = work / "runs" / run_id
         self.data_dir = work / "data"
@@ -71,6 +78,7 @@ class DockerProcess(Process):
 
     def start(self, env: dict[str, str], secrets: dict[str, str]) -> None:
         run(["docker", "rm", "--force", self.name], timeout=120)  # an earlier attempt on this host
+        secrets = {**secrets, **self.job_role_endpoint()}  # in the root-only env file, not on the command line
         env_file = None
         if secrets:
             env_file = self.work / f".secrets-{self.run_id}.env"
@@ -92,6 +100,21 @@ class DockerProcess(Process):
                                              stderr=subprocess.STDOUT)
         self.waiter = subprocess.Popen(["docker", "wait", self.name], stdout=subprocess.PIPE,
                                        stderr=subprocess.DEVNULL)
+
+    def job_role_endpoint(self) -> dict[str, str]:
+        """The container-credentials variables when the spec asked for AWS access (a job role), else none: then
+        the container has no AWS credentials at all."""
+        role = self.sub.get("job_role_arn")
+        if not role or self.store is None:
+            return {}
+        store, session = self.store, credentials.session_name(self.run_id)
+        self.endpoint = credentials.serve(lambda: store.assume_role(str(role), session, credentials.ROLE_SECONDS))
+        try:
+            self.endpoint.credentials()  # a role that cannot be assumed fails the run now, saying why
+        except CommandError as exc:
+            raise CommandError(f"job role {role}", exc.result) from None
+        log.info("run %s: job role %s served at %s", self.run_id, role, self.endpoint.url)
+        return self.endpoint.env()
 
     def wait(self, timeout: float) -> int | None:
         assert self.waiter is not None
@@ -122,5 +145,8 @@ class DockerProcess(Process):
                 self.follower.kill()
 
     def cleanup(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
         run(["docker", "rm", "--force", self.name], timeout=120)
         shutil.rmtree(self.run_dir, ignore_errors=True)
