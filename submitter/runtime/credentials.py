@@ -148,6 +148,10 @@ def block_imds() -> bool:
 
 
 def serve(fetch: Callable[[], dict[str, str]]) -> CredentialServer:
-    """A started endpoint for one run on the bridge side of this host."""
-    add_address(bridge_name())
-    return CredentialServer(fetch).start()
+    """A started endpoint for one run on the bridge side of this host (the address added on first use)."""
+    try:
+        server = CredentialServer(fetch)
+    except OSError:  # EADDRNOTAVAIL: not on this host yet (the sandbox adds it for its hosts, which have no `ip`)
+        add_address(bridge_name())
+        server = CredentialServer(fetch)
+    return server.start()

@@ -193,6 +193,7 @@ class Runner:
                            "asg": "aws:autoscaling:groupName" in tags})
         # Another sandbox's `down` may have undone the shared bind since `up`: make sure it is there.
         st.ensure_shared_work_root()
+        st.ensure_credentials_address()
         st.WORK_ROOT.joinpath(iid).mkdir(parents=True, exist_ok=True)
         self.engine.containers.run(
             self.image,

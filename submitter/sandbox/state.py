@@ -187,6 +187,15 @@ def ensure_shared_work_root() -> None:
     subprocess.run(["mount", "--make-rshared", str(WORK_ROOT)], check=True, capture_output=True)
 
 
+
+def ensure_credentials_address() -> None:
+    """ECS's link-local address on the engine's bridge, where a host's agent serves a job role to its container
+    (runtime/credentials.py). The hosts share this machine's network but carry no `ip`: the runner adds it."""
+    from submitter.runtime.credentials import ADDRESS, bridge_name
+
+    subprocess.run(["ip", "address", "replace", f"{ADDRESS}/32", "dev", bridge_name()], capture_output=True)
+
+
 # ------------------------------------------------------------------------------------------ loop devices
 
 
