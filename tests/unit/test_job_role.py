@@ -108,3 +108,11 @@ def test_job_role_name_never_collides_with_an_instance_role() -> None:
     long_id = "a" * 40 + "-20261126-070000-abc123"
     assert len(job_role.name(long_id)) <= 64
     assert job_role.name(long_id) != f"submitter-{long_id}"[:64]
+
+
+def test_dry_run_summary_names_the_job_role_or_says_there_is_none(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, BASE + PERMISSIONS)
+    assert (f"job role: submitter-{plan.submission_id}-job, reads 3 S3 prefix(es), writes 1"
+            in backends.for_plan(plan).summary(plan))
+    plan = _plan(tmp_path, BASE)
+    assert "job role: none (the container gets no AWS credentials)" in backends.for_plan(plan).summary(plan)

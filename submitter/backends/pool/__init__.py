@@ -11,7 +11,7 @@ from submitter.aws import autoscaling as asg_api
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
-from submitter.backends import staging
+from submitter.backends import job_role, staging
 from submitter.backends.base import Ledger, Orphan, Say, Scope
 from submitter.backends.pool import capacity, stranded, submit, sweep
 from submitter.backends.pool.resources import Names, PoolPlan, pool_plan
@@ -44,6 +44,7 @@ class PoolBackend:
             f"max price {distribution.get('SpotMaxPrice', 'on-demand')}",
             f"boot script: {len(pool.user_data.encode())} bytes of 16384;"
             f" instance role: {len(pool.iam_policy['Statement'])} scoped statements",
+            _job_role_line(plan),
         ]
 
     def submit(self, aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progress: Progress) -> None:
@@ -101,3 +102,11 @@ class PoolBackend:
 
     def remove(self, aws: Aws, orphans: list[Orphan], say: Say) -> list[Orphan]:
         return sweep.remove(aws, orphans, say)
+
+
+def _job_role_line(plan: Plan) -> str:
+    perms = plan.spec.permissions
+    if not (perms.s3_read or perms.s3_write):
+        return "job role: none (the container gets no AWS credentials)"
+    return (f"job role: {job_role.name(plan.submission_id)}, reads {len(perms.s3_read) + len(perms.s3_write)}"
+            f" S3 prefix(es), writes {len(perms.s3_write)}")
