@@ -100,3 +100,20 @@ def test_no_permissions_no_job_role_and_none_in_the_document(aws_env, tmp_path: 
     names = [r["RoleName"] for r in aws.session.client("iam").list_roles()["Roles"]]
     assert job_role.name(plan.submission_id) not in names
     assert _document(aws, plan)["job_role_arn"] is None
+
+
+def test_gc_removes_the_job_role_of_a_finished_submission(aws_env, tmp_path: Path) -> None:
+    from submitter import gc, tracking
+    from submitter.aws.s3 import S3
+
+    aws, uri = aws_env
+    plan = _submit(aws, tmp_path, uri, SPEC + PERMISSIONS)
+    where = tracking.Where("fjbucket", "p")
+    s3 = S3(aws.client("s3"), "fjbucket")
+    for run in plan.runs:
+        s3.put_json(where.layout.status(run.run_id), {"run_id": run.run_id, "state": "succeeded"})
+    roles = [o for o in gc.find(aws, s3, where) if o.kind == "role"]
+    assert sorted(o.id for o in roles) == sorted([pool_plan(plan).names.role, job_role.name(plan.submission_id)])
+    gc.remove(aws, roles, lambda _: None)
+    names = [r["RoleName"] for r in aws.session.client("iam").list_roles()["Roles"]]
+    assert [n for n in names if plan.submission_id in n] == []
