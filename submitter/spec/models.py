@@ -108,7 +108,8 @@ class Input(_Model):
 
 
 MAX_PERMISSION_PREFIXES = 20  # per list: a job's role policy stays far below IAM's 10 KB inline limit
-S3_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^*?\s]*)?$")
+# No `*`/`?` (wildcards) and no `$` (`${*}` is IAM's escape for a literal wildcard) in a job role's prefixes.
+S3_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^*?$\s]*)?$")
 
 
 class Permissions(_Model):
@@ -127,7 +128,8 @@ class Permissions(_Model):
         if len(value) > MAX_PERMISSION_PREFIXES:
             raise ValueError(f"lists {len(value)} prefixes; at most {MAX_PERMISSION_PREFIXES}")
         for item in value:
-            # Wildcards would widen the role beyond what the spec shows; `..` has no meaning in a key prefix.
+            # Wildcards and policy variables would widen the role beyond what the spec shows; `..` has no
+            # meaning in a key prefix.
             if not isinstance(item, str) or not S3_PREFIX.match(item) or "/../" in item + "/":
                 raise ValueError(f"{item!r} is not an S3 URI like s3://bucket/prefix/ (no wildcards)")
         if len(set(value)) != len(value):

@@ -40,6 +40,7 @@ def _plan(tmp_path: Path, text: str):
     ('{s3_read: ["http://x/y"]}', "permissions.s3_read: 'http://x/y' is not an S3 URI"),
     ('{s3_write: ["s3://bk2/data/*"]}', "permissions.s3_write: 's3://bk2/data/*' is not an S3 URI"),
     ('{s3_read: ["s3://bk2/a/../other/"]}', "permissions.s3_read: 's3://bk2/a/../other/' is not an S3 URI"),
+    ('{s3_read: ["s3://bk2/${*}/"]}', "permissions.s3_read: 's3://bk2/${*}/' is not an S3 URI"),
     ('{s3_read: "s3://bk2/"}', "permissions.s3_read: expected a list of S3 URIs"),
     ('{s3_read: ["s3://bk2/a/", "s3://bk2/a/"]}', "permissions.s3_read: lists a prefix twice"),
     ('{s3_read: [' + ", ".join(f'"s3://bk2/{i}/"' for i in range(21)) + "]}", "at most 20"),
