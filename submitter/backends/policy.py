@@ -3,38 +3,69 @@ S3 inputs it names, and spot prices (the runtime prices its attempts). Backends 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from submitter import contract
 from submitter.plan import Plan
 
 VERSION = "2012-10-17"
-STORAGE = ("OwnRunObjects", "StagedInputs", "ListOwnPrefixes")  # the S3 statements, listed first
+STORAGE = ("OwnObjectsRead", "OwnRunWrites", "StagedInputs", "ListOwnPrefixes")  # the S3 statements, first
 
 
-def run_statements(plan: Plan) -> list[dict[str, Any]]:
+def run_patterns(plan: Plan) -> list[str]:
+    """The run ids as IAM patterns, one per index width: `SUB` alone, or `SUB-?`, `SUB-??`, `SUB-???` for a sweep
+    of up to 1,000 runs. `?` is exactly one character, so `Layout.run("SUB-??")` cannot reach another
+    submission's runs whatever its job is named: every other id ends in `-<6 digits>-<6 hex>[-<index>]`, which
+    no 1 to 6 characters after `SUB-` can spell (docs/decisions.md). A pattern `SUB*` would also reach a job
+    named `SUB-x`."""
+    sub = plan.submission_id
+    return sorted({sub if r.index is None else f"{sub}-{'?' * len(str(r.index))}" for r in plan.runs})
+
+
+def staged_prefixes(plan: Plan, uris: Sequence[str] | None) -> list[str]:
+    """The prefixes `Layout.input(DIGEST)` of this submission's staged inputs, from their URIs (StagedInput.uri).
+    None (a plan not yet staged, e.g. --dry-run) shows a placeholder per local input: the digest is known only
+    once the input is hashed for its upload."""
+    layout = plan.layout
+    if uris is None:
+        return [layout.input(f"<sha256 of {s}>") for s in sorted(plan.loaded.local_inputs)]
+    ours = contract.Layout.uri(plan.bucket_or_placeholder, layout.inputs)
+    digests = {u[len(ours):].split("/", 1)[0] for u in uris if u.startswith(ours)}
+    return [layout.input(d) for d in sorted(digests) if d]
+
+
+def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """`inputs`: the staged inputs' URIs (see staged_prefixes). Reads: the submission's documents and its runs.
+    Writes: only what the runtime writes (each run's status, logs, outputs, checkpoints; the instance reports),
+    never what submit wrote (the runtime artefact, the submission document, the queued marker, the Batch runs and
+    record, a run's spec or cancel marker)."""
     layout, bucket, sub = plan.layout, plan.bucket_or_placeholder, plan.submission_id
-    own = [layout.runs + sub + "*", layout.submission(sub) + "*"]
-    inputs = layout.inputs + "*"
+    runs = run_patterns(plan)
+    readable = [layout.submission(sub) + "*"] + [layout.run(r) + "*" for r in runs]
+    writable = [key for r in runs for key in (
+        layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*")]
+    writable.append(layout.instances(sub) + "*")
+    staged = [prefix + "*" for prefix in staged_prefixes(plan, inputs)]
     statements: list[dict[str, Any]] = [
         {
-            "Sid": "OwnRunObjects",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in own],
-        },
-        {
-            "Sid": "StagedInputs",
+            "Sid": "OwnObjectsRead",
             "Effect": "Allow",
             "Action": ["s3:GetObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{inputs}"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in readable],
+        },
+        {
+            "Sid": "OwnRunWrites",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in writable],
         },
         {
             "Sid": "ListOwnPrefixes",
             "Effect": "Allow",
             "Action": ["s3:ListBucket"],
             "Resource": [f"arn:aws:s3:::{bucket}"],
-            "Condition": {"StringLike": {"s3:prefix": [*own, inputs]}},
+            "Condition": {"StringLike": {"s3:prefix": [*readable, *staged]}},
         },
         {
             "Sid": "ReadSpotPrice",
@@ -43,6 +74,13 @@ def run_statements(plan: Plan) -> list[dict[str, Any]]:
             "Resource": ["*"],  # read-only, no resource-level scoping exists
         },
     ]
+    if staged:
+        statements.insert(2, {
+            "Sid": "StagedInputs",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in staged],
+        })
     if plan.spec.secrets:
         statements.append({
             "Sid": "OwnSecrets",

@@ -35,6 +35,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(parts) + "$", re.DOTALL)
 
 
+def matches(pattern: str, value: str) -> bool:
+    """Whether an IAM Resource pattern covers `value`, as AWS (and the sandbox) decide it."""
+    return _glob(pattern).match(value) is not None
+
+
 def _principals(principal: str) -> set[str]:
     """The principal ARNs a caller answers to: an assumed-role session is also its role (and its account)."""
     names = {principal}

@@ -177,7 +177,7 @@ def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tm
     # The job role holds what a run may reach, none of what a pool host does.
     policy = aws.session.client("iam").get_role_policy(RoleName=plan.role, PolicyName="submitter-run")
     sids = {s["Sid"] for s in policy["PolicyDocument"]["Statement"]}
-    assert "OwnRunObjects" in sids and not sids & {"OwnQueue", "LeaveOwnGroup", "PullTrainingImage"}
+    assert "OwnRunWrites" in sids and not sids & {"OwnQueue", "LeaveOwnGroup", "PullTrainingImage"}
     trust = aws.session.client("iam").get_role(RoleName=plan.role)["Role"]["AssumeRolePolicyDocument"]
     assert "ecs-tasks.amazonaws.com" in json.dumps(trust)
 

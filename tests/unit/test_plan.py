@@ -216,8 +216,8 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     policy = pool_plan(plan).iam_policy
     statements = {s["Sid"]: s for s in policy["Statement"]}
     sub = plan.submission_id
-    assert statements["OwnRunObjects"]["Resource"] == [
-        f"arn:aws:s3:::bkt/submitter/runs/{sub}*", f"arn:aws:s3:::bkt/submitter/submissions/{sub}/*"]
+    assert statements["OwnObjectsRead"]["Resource"] == [  # tests/unit/test_policy_scope.py: the S3 scope in full
+        f"arn:aws:s3:::bkt/submitter/submissions/{sub}/*", f"arn:aws:s3:::bkt/submitter/runs/{sub}-?/*"]
     assert statements["OwnQueue"]["Resource"] == [f"arn:aws:sqs:us-east-1:${{aws:PrincipalAccount}}:submitter-{sub}"]
     assert statements["PullTrainingImage"]["Resource"][0].endswith(":repository/submitter")
     assert statements["LeaveOwnGroup"]["Resource"][0].endswith(f"autoScalingGroupName/submitter-{sub}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from submitter import contract
@@ -88,10 +89,10 @@ def retry_strategy(plan: Plan) -> dict[str, Any]:
     }
 
 
-def job_role_policy(plan: Plan) -> dict[str, Any]:
+def job_role_policy(plan: Plan, inputs: Sequence[str] | None = None) -> dict[str, Any]:
     """What a run may reach (backends/policy.py), nothing a host does: on Batch the ECS instance role pulls the
-    image, and there is no queue or group of ours."""
-    return policy.document(policy.run_statements(plan))
+    image, and there is no queue or group of ours. `inputs`: the staged inputs' URIs (None: before staging)."""
+    return policy.document(policy.run_statements(plan, inputs))
 
 
 def job_definition_name(plan: Plan) -> str:

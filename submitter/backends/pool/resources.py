@@ -4,6 +4,7 @@ launch template, the Auto Scaling group, the security group and the queue. `--dr
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,9 +189,10 @@ def zones(placements: list[Placement]) -> list[str]:
     return sorted({p.availability_zone for p in placements})
 
 
-def instance_policy(plan: Plan, names: Names) -> dict[str, Any]:
+def instance_policy(plan: Plan, names: Names, inputs: Sequence[str] | None = None) -> dict[str, Any]:
     """The instance role's only permissions: what a run may reach (backends/policy.py), plus what a worker host
-    does: its queue, pulls from the repository, and leaving its own group."""
+    does: its queue, pulls from the repository, and leaving its own group. `inputs`: the staged inputs' URIs
+    (None before staging: a placeholder per input, what --dry-run shows)."""
     region, account = plan.region, plan.account
     host: list[dict[str, Any]] = [
         {
@@ -223,6 +225,6 @@ def instance_policy(plan: Plan, names: Names) -> dict[str, Any]:
     ]
     if job_role.wanted(plan):
         host.append(job_role.assume_statement(plan))
-    shared = policy.run_statements(plan)
+    shared = policy.run_statements(plan, inputs)
     storage = [s for s in shared if s["Sid"] in policy.STORAGE]
     return policy.document(storage + host + [s for s in shared if s["Sid"] not in policy.STORAGE])

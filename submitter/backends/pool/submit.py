@@ -3,12 +3,14 @@ message per run (once per submission id), then the workers."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from submitter import contract
 from submitter.aws import sqs as sqs_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.backends import staging
-from submitter.backends.pool import capacity
+from submitter.backends.pool import capacity, resources
 from submitter.backends.pool.resources import PoolPlan
 from submitter.plan import Plan
 from submitter.progress import Progress
@@ -20,6 +22,8 @@ def submit(aws: Aws, plan: Plan, pool: PoolPlan, image_uri: str, secrets: dict[s
     assert plan.bucket
     s3 = S3.connect(aws, plan.bucket)
     inputs = staging.stage_inputs(s3, plan, progress)
+    # Only now are the inputs' digests known: the instance role reads those inputs/DIGEST/ and no other.
+    pool = dataclasses.replace(pool, iam_policy=resources.instance_policy(plan, pool.names, [i.uri for i in inputs]))
     staging.put_secrets(aws, plan, secrets)
     s3.put_json(plan.layout.submission_doc(plan.submission_id), staging.submission_doc(
         plan, image_uri, inputs, secrets,
