@@ -117,3 +117,13 @@ def test_dry_run_summary_names_the_job_role_or_says_there_is_none(tmp_path: Path
             in backends.for_plan(plan).summary(plan))
     plan = _plan(tmp_path, BASE)
     assert "job role: none (the container gets no AWS credentials)" in backends.for_plan(plan).summary(plan)
+
+
+def test_on_batch_the_declared_prefixes_join_the_job_definitions_role(tmp_path: Path) -> None:
+    from submitter.backends.batch import job
+
+    plan = _plan(tmp_path, BASE + PERMISSIONS)
+    sids = [s["Sid"] for s in job.job_role_policy(plan)["Statement"]]
+    assert {"ReadDeclaredPrefixes", "WriteDeclaredPrefixes"} <= set(sids) and len(sids) == len(set(sids))
+    plain = _plan(tmp_path, BASE)
+    assert "ReadDeclaredPrefixes" not in str(job.job_role_policy(plain))

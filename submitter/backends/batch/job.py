@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from submitter import contract
-from submitter.backends import policy
+from submitter.backends import job_role, policy
 from submitter.plan import Plan, is_gpu, uses_gpu
 from submitter.runtime import artefact
 
@@ -91,8 +91,11 @@ def retry_strategy(plan: Plan) -> dict[str, Any]:
 
 def job_role_policy(plan: Plan, inputs: Sequence[str] | None = None) -> dict[str, Any]:
     """What a run may reach (backends/policy.py), nothing a host does: on Batch the ECS instance role pulls the
-    image, and there is no queue or group of ours. `inputs`: the staged inputs' URIs (None: before staging)."""
-    return policy.document(policy.run_statements(plan, inputs))
+    image, and there is no queue or group of ours. `inputs`: the staged inputs' URIs (None: before staging).
+    Plus the spec's `permissions`: on Batch the command runs in the wrapper's container under this one role
+    (docs/decisions.md: a separate job role there needs a second container), so it gets them here."""
+    declared = job_role.permissions_policy(plan)["Statement"] if job_role.wanted(plan) else []
+    return policy.document(policy.run_statements(plan, inputs) + declared)
 
 
 def job_definition_name(plan: Plan) -> str:
