@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,12 @@ STATUS_THREADS = 32  # S3 has no batch get: status reads status documents this m
 MULTIPART_SIZES = (8 * 1024 * 1024, 16 * 1024 * 1024, 5 * 1024 * 1024)  # aws CLI/boto3 defaults, then common
 FOLLOW_POLL_S = 2.0
 T = TypeVar("T")
+Warn = Callable[[str], None]
+
+
+def stderr_warning(text: str) -> None:
+    """The default for `warn`: a line on stderr, so stdout stays the command's result."""
+    sys.stderr.write(f"warning: {text}\n")
 
 
 @dataclass(frozen=True)
@@ -53,19 +60,29 @@ def submissions(s3: S3, where: Where, job: str | None = None) -> list[str]:
     return sorted(ids, key=lambda s: (_SUBMISSION.match(s).group("ts"), s))  # type: ignore[union-attr]
 
 
-def runs_of(s3: S3, where: Where, submission_id: str) -> list[str]:
-    return contract.queued_runs(s3.get_json(where.layout.queued(submission_id)))
+def runs_of(s3: S3, where: Where, submission_id: str, warn: Warn = stderr_warning) -> list[str]:
+    """The run ids the submission's `queued` marker lists, each checked to be one of that submission's
+    (contract.is_run_of) before it is used in a key or a path: the marker is read back from S3, where a job
+    may have written it. Any other is left out with a warning naming it."""
+    runs = []
+    for run_id in contract.queued_runs(s3.get_json(where.layout.queued(submission_id))):
+        if contract.is_run_of(run_id, submission_id):
+            runs.append(run_id)
+        else:
+            warn(f"{where.layout.queued(submission_id)} lists {run_id!r}, which is not a run id of {submission_id}: "
+                 "ignored")
+    return runs
 
 
-def resolve(s3: S3, where: Where, target: str) -> list[str]:
+def resolve(s3: S3, where: Where, target: str, warn: Warn = stderr_warning) -> list[str]:
     """Run ids meant by a RUN, SUBMISSION or JOB name (a job means its latest submission)."""
-    if s3.exists(where.layout.status(target)):
+    if contract.submission_of(target) is not None and s3.exists(where.layout.status(target)):
         return [target]
     if s3.exists(where.layout.queued(target)):
-        return runs_of(s3, where, target)
+        return runs_of(s3, where, target, warn)
     latest = submissions(s3, where, target)
     if latest:
-        return runs_of(s3, where, latest[-1])
+        return runs_of(s3, where, latest[-1], warn)
     raise UsageError(
         target, f"no run, submission or job of that name in {where.uri}",
         "list what exists with `submitter status --all`")
@@ -96,23 +113,41 @@ class Downloaded:
     """What `download_results` did: per-run roots, and files fetched/skipped with their bytes."""
 
     roots: list[Path] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # keys (or run ids) that would be written outside DEST
     fetched: int = 0
     skipped: int = 0
     bytes: int = 0
 
 
-def plan_downloads(s3: S3, where: Where, run_ids: list[str], dest: Path | None) -> tuple[list[Path], list[Fetch]]:
-    """Every output object of the runs and where it goes: DEST/<run-id>/... (default ./results/<run-id>/)."""
+def plan_downloads(s3: S3, where: Where, run_ids: list[str], dest: Path | None,
+                   warn: Warn = stderr_warning, refused: list[str] | None = None) -> tuple[list[Path], list[Fetch]]:
+    """Every output object of the runs and where it goes: DEST/<run-id>/... (default ./results/<run-id>/).
+
+    Nothing goes outside DEST: a run id that is not a run id (contract.submission_of) is skipped, and a key
+    whose part after outputs/ has an empty, `.` or `..` segment or is absolute (contract.safe_relative) is
+    refused; each with a warning naming it, and added to `refused`."""
     roots: list[Path] = []
     jobs: list[Fetch] = []
+    refused = refused if refused is not None else []
     for run_id in run_ids:
+        if contract.submission_of(run_id) is None:
+            warn(f"{run_id!r} is not a run id: its outputs are not downloaded")
+            refused.append(run_id)
+            continue
         root = (dest or Path("results")) / run_id
         roots.append(root)
         prefix = where.layout.outputs(run_id)
         for obj in s3.objects(prefix):
             rel = obj["Key"][len(prefix):]
-            if rel and not rel.endswith("/"):
-                jobs.append(Fetch(obj["Key"], root / rel, int(obj["Size"]), str(obj.get("ETag", "")).strip('"')))
+            if not rel or rel.endswith("/"):
+                continue  # a "directory" marker, not a file
+            if contract.safe_relative(rel) is None:
+                warn(f"refused the key {contract.Layout.uri(where.bucket, str(obj['Key']))!r}: its name after "
+                     f"outputs/ has an empty, '.' or '..' segment or is absolute, so it would be written outside "
+                     f"{root}")
+                refused.append(str(obj["Key"]))
+                continue
+            jobs.append(Fetch(obj["Key"], root / rel, int(obj["Size"]), str(obj.get("ETag", "")).strip('"')))
     return roots, jobs
 
 
@@ -126,14 +161,16 @@ class Fetch:
 
 def download_results(s3: S3, where: Where, run_ids: list[str], dest: Path | None,
                      on_start: Callable[[int, int], None] | None = None,
-                     on_bytes: Callable[[int], None] | None = None) -> Downloaded:
-    """Each run's outputs to DEST/<run-id>/, DOWNLOAD_THREADS files at a time.
+                     on_bytes: Callable[[int], None] | None = None, warn: Warn = stderr_warning) -> Downloaded:
+    """Each run's outputs to DEST/<run-id>/, DOWNLOAD_THREADS files at a time; never outside DEST
+    (plan_downloads).
 
     A file identical to the object (same size and MD5/multipart ETag) is skipped; an interrupted download
     leaves `NAME.part`, which the next call continues from where it stopped (a ranged GET)."""
-    roots, jobs = plan_downloads(s3, where, run_ids, dest)
+    refused: list[str] = []
+    roots, jobs = plan_downloads(s3, where, run_ids, dest, warn, refused)
     todo = [j for j in jobs if not identical(j.path, j.size, j.etag)]
-    result = Downloaded(roots, skipped=len(jobs) - len(todo))
+    result = Downloaded(roots, refused, skipped=len(jobs) - len(todo))
     if on_start:
         on_start(len(todo), sum(j.size for j in todo))
 
@@ -208,6 +245,9 @@ def print_new_chunks(s3: S3, where: Where, run_id: str, start: int, out: Any) ->
 
 def run_status(s3: S3, where: Where, run_id: str) -> dict[str, Any]:
     """The run's status document; a UsageError naming how to list runs when there is no such run."""
+    if contract.submission_of(run_id) is None:  # it would be spliced into keys
+        raise UsageError(run_id, "not a run id (a run id is SUBMISSION or SUBMISSION-<index>)",
+                         "list runs with `submitter status --all`")
     status = s3.get_json(where.layout.status(run_id))
     if status is None:
         raise UsageError(run_id, f"no such run in {contract.Layout.uri(where.bucket, where.layout.runs)}",

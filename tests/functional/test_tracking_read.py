@@ -264,3 +264,66 @@ def test_prices_cheapest_first_with_on_demand_and_savings(s3: S3, price_table: N
     assert table.exit_code == 0 and "us-east-1" in table.output and "saving" in table.output
     none = CliRunner().invoke(app, ["prices", "x9.huge"])
     assert none.exit_code == 2 and "no spot price" in none.output
+
+
+# ---------------------------------------------------------------------------------------------- never outside DEST
+
+
+def test_results_refuse_forged_keys_with_a_warning_naming_each(s3: S3, tmp_path: Path) -> None:
+    sub, (run_id,) = _submission(s3, 1)
+    prefix = LAYOUT.outputs(run_id)
+    s3.put_bytes(prefix + "ok/metrics.json", b"{}")
+    forged = [prefix + "../../../../escaped.txt", prefix + "a/../../../../../escaped2.txt",
+              prefix + "/tmp/absolute.txt", prefix + "a//b.txt", prefix + "./dot.txt"]
+    for key in forged:
+        s3.put_bytes(key, b"pwned")
+    assert {o["Key"] for o in s3.objects(prefix)} >= set(forged)  # S3 (moto) keeps such keys as they are
+    work = tmp_path / "w"
+    dest = work / "dest"
+    warned: list[str] = []
+    done = tracking.download_results(s3, WHERE, [run_id], dest, warn=warned.append)
+    assert done.fetched == 1 and sorted(done.refused) == sorted(forged)
+    for key in forged:
+        assert any(repr(f"s3://{BUCKET}/{key}") in line for line in warned), key
+    # Nothing was written anywhere but DEST/<run-id>/ok/metrics.json.
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        f"w/dest/{run_id}/ok/metrics.json"]
+    assert not Path("/tmp/absolute.txt").exists()
+
+    # Through the CLI: exit 0 (the good files are there), a warning per refused key on stderr.
+    result = CliRunner().invoke(app, ["results", sub, "--dest", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: refused the key") == len(forged)
+    assert (tmp_path / "cli" / run_id / "ok" / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "cli" in p.parts) == ["metrics.json"]
+
+
+def test_a_run_list_naming_paths_or_other_submissions_is_not_followed(s3: S3, tmp_path: Path) -> None:
+    sub, (run_id,) = _submission(s3, 1)
+    other, (other_run,) = _submission(s3, 1, job="other")
+    for forged in ("../../x", "../../../tmp/x"):
+        s3.put_json(LAYOUT.status(forged), {"run_id": forged, "state": "succeeded"})
+        s3.put_bytes(LAYOUT.outputs(forged) + "f.txt", b"pwned")
+    s3.put_bytes(LAYOUT.outputs(run_id) + "f.txt", b"mine")
+    s3.put_bytes(LAYOUT.outputs(other_run) + "f.txt", b"theirs")
+    s3.put_json(LAYOUT.queued(sub), {"runs": [run_id, "../../x", "../../../tmp/x", other_run]})
+    warned: list[str] = []
+    assert tracking.runs_of(s3, WHERE, sub, warn=warned.append) == [run_id]
+    assert len(warned) == 3 and all("is not a run id of " + sub in w for w in warned)
+    assert "'../../x'" in warned[0] and repr(other_run) in warned[2]
+
+    dest = tmp_path / "w" / "dest"
+    result = CliRunner().invoke(app, ["results", sub, "--dest", str(dest)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("is not a run id of") == 3
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        f"w/dest/{run_id}/f.txt"]
+
+    # A run id given by hand is checked too: a path is not a run, whatever S3 holds under it.
+    with pytest.raises(UsageError, match="no run, submission or job"):
+        tracking.resolve(s3, WHERE, "../../x")
+    refused: list[str] = []
+    roots, jobs = tracking.plan_downloads(s3, WHERE, ["../../x"], dest, warn=refused.append)
+    assert (roots, jobs) == ([], []) and refused == ["'../../x' is not a run id: its outputs are not downloaded"]
+    result = CliRunner().invoke(app, ["logs", "../../x"])
+    assert result.exit_code == 2 and "not a run id" in result.output
