@@ -133,6 +133,10 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
     assert f"arn:aws:sqs:{REGION}:123456789012:{pool.names.queue}" in resources
     assert all(plan.submission_id in r for r in resources
                if r.startswith("arn:aws:s3:::fbucket/p/") and "/inputs/" not in r)
+    # Of the staged inputs, only this submission's own, by digest (the policy is rendered again after staging).
+    digest_prefix = doc["inputs"][0]["uri"].removeprefix("s3://").rsplit("/", 1)[0]
+    assert [r for s in role_policy["Statement"] if s["Sid"] == "StagedInputs" for r in s["Resource"]] == [
+        f"arn:aws:s3:::{digest_prefix}/*"]
 
 
 def test_a_retried_submit_with_the_same_id_creates_nothing_twice(aws_env, project: Path) -> None:

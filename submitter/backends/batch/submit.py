@@ -47,9 +47,10 @@ def submit(aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progre
     if recorded:
         progress.done(f"already submitted as AWS Batch job {recorded['job_id']} on {recorded['job_queue']}")
         return dict(recorded)
-    _stage(aws, s3, plan, image_uri, secrets, progress)
+    staged = _stage(aws, s3, plan, image_uri, secrets, progress)
+    # The role reads only the staged inputs' own prefixes, known now that they are hashed and uploaded.
     role_arn = iam_api.ensure_role(iam_api.client(aws), plan.role, ECS_TASKS, f"submitter: the jobs of {sub}",
-                                   plan.tags, policy=job_role_policy(plan))
+                                   plan.tags, policy=job_role_policy(plan, staged))
     definition = batch_api.register_job_definition(batch, job_definition(plan, image_uri, role_arn))
     job = batch_api.submit_job(batch, submit_params(plan, definition, queue))
     runs = {r.run_id: (f"{job['jobId']}:{i}" if len(plan.runs) > 1 else job["jobId"])
@@ -63,9 +64,10 @@ def submit(aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progre
     return record
 
 
-def _stage(aws: Aws, s3: S3, plan: Plan, image_uri: str, secrets: dict[str, str], progress: Progress) -> None:
+def _stage(aws: Aws, s3: S3, plan: Plan, image_uri: str, secrets: dict[str, str],
+           progress: Progress) -> list[str]:
     """The documents of docs/runtime-contract.md that the wrapper reads, without a queue (Batch is the queue);
-    plus the runs by array index (Layout.batch_runs)."""
+    plus the runs by array index (Layout.batch_runs). Returns the staged inputs' URIs."""
     inputs = staging.stage_inputs(s3, plan, progress)
     staging.put_secrets(aws, plan, secrets)
     s3.put_json(plan.layout.submission_doc(plan.submission_id),
@@ -74,6 +76,7 @@ def _stage(aws: Aws, s3: S3, plan: Plan, image_uri: str, secrets: dict[str, str]
     staging.put_runtime(s3, plan)
     staging.stage_runs(s3, plan, image_uri, contract.iso(), backend="batch")
     progress.done(f"staged {len(plan.runs)} run(s) for AWS Batch")
+    return [i.uri for i in inputs]
 
 
 def is_batch(s3: S3, layout: contract.Layout, submission: str) -> bool:
