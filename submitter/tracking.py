@@ -31,8 +31,7 @@ T = TypeVar("T")
 Warn = Callable[[str], None]
 
 
-def stderr_warning(text: str) -> None:
-    """The default for `warn`: a line on stderr, so stdout stays the command's result."""
+def stderr_warning(text: str) -> None:  # the default `warn`: stdout stays the command's result
     sys.stderr.write(f"warning: {text}\n")
 
 
@@ -61,16 +60,14 @@ def submissions(s3: S3, where: Where, job: str | None = None) -> list[str]:
 
 
 def runs_of(s3: S3, where: Where, submission_id: str, warn: Warn = stderr_warning) -> list[str]:
-    """The run ids the submission's `queued` marker lists, each checked to be one of that submission's
-    (contract.is_run_of) before it is used in a key or a path: the marker is read back from S3, where a job
-    may have written it. Any other is left out with a warning naming it."""
+    """The run ids the `queued` marker lists that are the submission's (contract.is_run_of): it is read back
+    from S3 and its ids become keys and paths. Any other is left out with a warning naming it."""
     runs = []
     for run_id in contract.queued_runs(s3.get_json(where.layout.queued(submission_id))):
         if contract.is_run_of(run_id, submission_id):
             runs.append(run_id)
         else:
-            warn(f"{where.layout.queued(submission_id)} lists {run_id!r}, which is not a run id of {submission_id}: "
-                 "ignored")
+            warn(f"{where.layout.queued(submission_id)} lists {run_id!r}, which is not a run id of {submission_id}")
     return runs
 
 
@@ -122,10 +119,8 @@ class Downloaded:
 def plan_downloads(s3: S3, where: Where, run_ids: list[str], dest: Path | None,
                    warn: Warn = stderr_warning, refused: list[str] | None = None) -> tuple[list[Path], list[Fetch]]:
     """Every output object of the runs and where it goes: DEST/<run-id>/... (default ./results/<run-id>/).
-
-    Nothing goes outside DEST: a run id that is not a run id (contract.submission_of) is skipped, and a key
-    whose part after outputs/ has an empty, `.` or `..` segment or is absolute (contract.safe_relative) is
-    refused; each with a warning naming it, and added to `refused`."""
+    Never outside DEST: what is not a run id, or a key that contract.safe_relative refuses, is left out with a
+    warning naming it, and added to `refused`."""
     roots: list[Path] = []
     jobs: list[Fetch] = []
     refused = refused if refused is not None else []
@@ -142,9 +137,8 @@ def plan_downloads(s3: S3, where: Where, run_ids: list[str], dest: Path | None,
             if not rel or rel.endswith("/"):
                 continue  # a "directory" marker, not a file
             if contract.safe_relative(rel) is None:
-                warn(f"refused the key {contract.Layout.uri(where.bucket, str(obj['Key']))!r}: its name after "
-                     f"outputs/ has an empty, '.' or '..' segment or is absolute, so it would be written outside "
-                     f"{root}")
+                warn(f"refused the key {contract.Layout.uri(where.bucket, str(obj['Key']))!r}: an empty, '.' or "
+                     f"'..' segment or an absolute path in its name would be written outside {root}")
                 refused.append(str(obj["Key"]))
                 continue
             jobs.append(Fetch(obj["Key"], root / rel, int(obj["Size"]), str(obj.get("ETag", "")).strip('"')))
@@ -162,8 +156,7 @@ class Fetch:
 def download_results(s3: S3, where: Where, run_ids: list[str], dest: Path | None,
                      on_start: Callable[[int, int], None] | None = None,
                      on_bytes: Callable[[int], None] | None = None, warn: Warn = stderr_warning) -> Downloaded:
-    """Each run's outputs to DEST/<run-id>/, DOWNLOAD_THREADS files at a time; never outside DEST
-    (plan_downloads).
+    """Each run's outputs to DEST/<run-id>/ (never outside: plan_downloads), DOWNLOAD_THREADS files at a time.
 
     A file identical to the object (same size and MD5/multipart ETag) is skipped; an interrupted download
     leaves `NAME.part`, which the next call continues from where it stopped (a ranged GET)."""
@@ -245,10 +238,8 @@ def print_new_chunks(s3: S3, where: Where, run_id: str, start: int, out: Any) ->
 
 def run_status(s3: S3, where: Where, run_id: str) -> dict[str, Any]:
     """The run's status document; a UsageError naming how to list runs when there is no such run."""
-    if contract.submission_of(run_id) is None:  # it would be spliced into keys
-        raise UsageError(run_id, "not a run id (a run id is SUBMISSION or SUBMISSION-<index>)",
-                         "list runs with `submitter status --all`")
-    status = s3.get_json(where.layout.status(run_id))
+    # Only a run id is spliced into a key (`../x` is no run, whatever S3 holds under it).
+    status = s3.get_json(where.layout.status(run_id)) if contract.submission_of(run_id) else None
     if status is None:
         raise UsageError(run_id, f"no such run in {contract.Layout.uri(where.bucket, where.layout.runs)}",
                          "list runs with `submitter status --all`")
