@@ -27,6 +27,7 @@ Needs root, a running dockerd, loop devices, debootstrap and docker-registry (se
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -108,11 +109,15 @@ class Sandbox(dict[str, Any]):
             )
         return self._clients[service]
 
-    def instance_profile(self) -> str:
-        """Create a role and an instance profile with unique names; returns the profile name."""
+    def instance_profile(self, policy: dict[str, Any] | None = None) -> str:
+        """Create a role (trusted by EC2) and an instance profile with unique names; returns the profile name.
+        The sandbox enforces IAM: an instance with this profile may do what `policy` allows, nothing more."""
         iam = self.client("iam")
         name = f"e2e-{uuid.uuid4().hex[:10]}"
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+        if policy:
+            iam.put_role_policy(RoleName=name, PolicyName="e2e", PolicyDocument=json.dumps(policy))
         iam.create_instance_profile(InstanceProfileName=name)
         iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         return name

@@ -109,13 +109,28 @@ class Staged:
             "GROUP": f"submitter-{self.submission}", "DEADMAN_MINUTES": 30, "RUNTIME_SHA256": artefact.sha256()})
         out = self.ec2.run_instances(
             ImageId=AMI, InstanceType="c5.large", MinCount=1, MaxCount=1, UserData=user_data,
-            IamInstanceProfile={"Name": self.sandbox.instance_profile()},
+            IamInstanceProfile={"Name": self.sandbox.instance_profile(self.role_policy())},
             InstanceInitiatedShutdownBehavior="terminate",
             BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "VolumeType": "gp3"}}],
         )
         instance_id = str(out["Instances"][0]["InstanceId"])
         self.sandbox.wait_host(instance_id, timeout=120)  # fail fast, and clearly, if no host starts
         return instance_id
+
+    def role_policy(self) -> dict[str, Any]:
+        """What a worker of this hand-staged submission does, action by action (the sandbox enforces IAM; the
+        plan's own scoped policy is tested by test_submit.py and tests/unit/test_policy_scope.py)."""
+        region, bucket = self.sandbox.state["region"], self.bucket
+        return {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+             "Resource": [f"arn:aws:s3:::{bucket}/{self.prefix}/*"]},
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
+            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                           "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+             "Resource": [f"arn:aws:sqs:{region}:*:submitter-{self.submission}"]},
+            {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ec2:DescribeSpotPriceHistory",
+                                           "autoscaling:TerminateInstanceInAutoScalingGroup"], "Resource": ["*"]},
+        ]}
 
     def visible_messages(self) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])["Attributes"]

@@ -13,7 +13,9 @@ import urllib.request
 import uuid
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from submitter.sandbox import api
 from submitter.sandbox import state as st
@@ -31,10 +33,16 @@ IID=$(md instance-id)
 """
 
 
+def _writes_e2e(sandbox: Any) -> dict[str, Any]:
+    """The instance role these boot scripts need (the sandbox enforces IAM): writing under e2e/, nothing else."""
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:PutObject"],
+                                                    "Resource": [f"arn:aws:s3:::{sandbox.state['bucket']}/e2e/*"]}]}
+
+
 def _launch(sandbox: Any, user_data: str, volume_gib: int = 1) -> str:
     out = sandbox.client("ec2").run_instances(
         ImageId=AMI, InstanceType="t3.medium", MinCount=1, MaxCount=1, UserData=user_data,
-        IamInstanceProfile={"Name": sandbox.instance_profile()},
+        IamInstanceProfile={"Name": sandbox.instance_profile(_writes_e2e(sandbox))},
         InstanceInitiatedShutdownBehavior="terminate",
         BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": volume_gib, "VolumeType": "gp3"}}],
     )
@@ -93,6 +101,14 @@ def test_imds_answers_401_without_token_and_the_instance_id_with_one(sandbox: An
     role = get("/latest/meta-data/iam/security-credentials/").strip()
     creds = json.loads(get(f"/latest/meta-data/iam/security-credentials/{role}"))
     assert creds["Code"] == "Success" and creds["AccessKeyId"]
+    # They are the role's own (STS) credentials, and the sandbox enforces its policy: e2e/ yes, elsewhere no.
+    s3 = boto3.client("s3", endpoint_url=sandbox.state["endpoint_url"], region_name=sandbox.state["region"],
+                      aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                      aws_session_token=creds["Token"])
+    s3.put_object(Bucket=sandbox.state["bucket"], Key=f"e2e/{iid}/probe.txt", Body=b"mine")
+    with pytest.raises(ClientError) as denied_elsewhere:
+        s3.put_object(Bucket=sandbox.state["bucket"], Key=f"submitter/{iid}/probe.txt", Body=b"not mine")
+    assert denied_elsewhere.value.response["Error"]["Code"] == "AccessDenied"
     assert json.loads(get("/latest/dynamic/instance-identity/document"))["instanceId"] == iid
     assert get("/latest/user-data").startswith("#!/bin/bash")
     with pytest.raises(urllib.error.HTTPError) as none_yet:
@@ -136,7 +152,7 @@ sleep 600
     ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={
         "ImageId": AMI, "InstanceType": "t3.medium",
         "UserData": base64.b64encode(script.encode()).decode(),
-        "IamInstanceProfile": {"Name": sandbox.instance_profile()},
+        "IamInstanceProfile": {"Name": sandbox.instance_profile(_writes_e2e(sandbox))},
         "InstanceMarketOptions": {"MarketType": "spot"},
         "BlockDeviceMappings": [{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}],
     })
