@@ -8,7 +8,8 @@ every other service it asks about resource "*", so a statement scoped to an ARN 
 evaluate the action alone (`install`), which is what docs/sandbox.md states. Conditions and resource policies
 are not evaluated. Three evaluation bugs are fixed so that the sandbox does not refuse what AWS allows (or
 allow what it refuses): IAM wildcards (`*`, `?`, everything else literal, not a regular expression), a role
-principal matches its sessions, and a service principal never matches a user or a session.
+principal matches its sessions, and a service principal never matches a user or a session. And one check of
+the signature: the query is re-encoded as the client signed it (`signed_path`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote, unquote
 
 log = logging.getLogger("submitter.sandbox.iam")
 
@@ -53,9 +55,24 @@ def _principals(principal: str) -> set[str]:
     return names
 
 
+def signed_path(path: str) -> str:
+    """The path and query as the client signed them. moto checks a signature against the URL as Werkzeug gives
+    it back, with %2F and UTF-8 in the query decoded; SigV4 signs every query key and value percent-encoded
+    (only RFC 3986's unreserved characters kept), so every listing under a prefix (`prefix=a%2Fb%2F`, what
+    the runtime and `results` do) failed with SignatureDoesNotMatch, which AWS never answers to it."""
+    base, mark, query = path.partition("?")
+    if not mark:
+        return path
+    pairs = []
+    for pair in query.split("&"):
+        key, equals, value = pair.partition("=")
+        pairs.append(quote(unquote(key), safe="-_.~") + equals + quote(unquote(value), safe="-_.~"))
+    return base + "?" + "&".join(pairs)
+
+
 def install() -> None:
     """Patch moto's policy evaluation as the module docstring says (in the daemon's process only)."""
-    from moto.iam.access_control import IAMPolicyStatement
+    from moto.iam.access_control import IAMPolicyStatement, IAMRequestBase
 
     def match(pattern: str, string: str) -> Any:
         return _glob(pattern).match(string)
@@ -79,6 +96,16 @@ def install() -> None:
     IAMPolicyStatement._match = staticmethod(match)  # type: ignore[method-assign]
     IAMPolicyStatement._check_element_matches = check_element_matches  # type: ignore[method-assign,assignment]
     IAMPolicyStatement._check_principal = check_principal  # type: ignore[method-assign]
+
+    original_request = IAMRequestBase._create_aws_request
+    if not getattr(original_request, "signed_path", False):  # installed once, whatever calls install() again
+
+        def create_aws_request(self: Any) -> Any:
+            self._path = signed_path(self._path)
+            return original_request(self)
+
+        create_aws_request.signed_path = True  # type: ignore[attr-defined]
+        IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
 
 
 def create_admin(account: str) -> tuple[str, str]:
