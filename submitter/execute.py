@@ -16,7 +16,6 @@ from submitter import backends, contract, tracking
 from submitter import settings as settings_mod
 from submitter.aws import ec2 as ec2_api
 from submitter.aws import s3 as s3_api
-from submitter.aws import sts as sts_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.errors import SettingsError, UsageError
@@ -40,7 +39,7 @@ class Submitted:
 
 
 def account_id(aws: Aws) -> str:
-    return sts_api.identity(sts_api.client(aws)).account
+    return aws.account()
 
 
 def prices(aws: Aws, loaded: LoadedSpec) -> PriceLookup:
@@ -110,7 +109,13 @@ def submit(
 
 
 def _check_bucket(aws: Aws, bucket: str) -> None:
-    problem = s3_api.bucket_problem(s3_api.client(aws), bucket)
+    problem = s3_api.bucket_problem(s3_api.client(aws, bucket), bucket)
+    if problem == "foreign":  # runs, documents and the runtime would go to (and come from) someone else's bucket
+        raise SettingsError(
+            f"SUBMITTER_BUCKET={bucket}",
+            f"the bucket is not owned by this AWS account ({aws.account()}), or this identity may not use it",
+            "set SUBMITTER_BUCKET to a bucket of this account, or run `submitter init` to create one",
+        )
     if problem is not None:
         raise SettingsError(
             f"SUBMITTER_BUCKET={bucket}",

@@ -115,10 +115,12 @@ def _region(aws: Aws) -> str:
 
 
 def _bucket(aws: Aws, bucket: str) -> str:
-    s3 = s3_api.client(aws)
+    s3 = s3_api.client(aws, bucket)
     state = s3_api.bucket_state(s3, bucket)
     if state != "ours":
-        raise SettingsError("bucket", f"{bucket} {'does not exist' if state == 'missing' else 'is not reachable'}")
+        raise SettingsError("bucket", f"{bucket} " + ("does not exist" if state == "missing" else
+                            f"is not this account's ({aws.account()}), or this identity may not use it"),
+                            "run `submitter init`, or set SUBMITTER_BUCKET to a bucket of this account")
     pab = s3_api.public_access_block(s3, bucket)
     if not pab or not all(pab.get(k) for k in PUBLIC_ACCESS_BLOCK):
         raise SettingsError("bucket", f"{bucket} does not block all public access",

@@ -14,7 +14,6 @@ from typing import Any
 
 from submitter.aws import ec2 as ec2_api
 from submitter.aws import s3 as s3_api
-from submitter.aws import sts
 from submitter.aws.session import Aws
 from submitter.errors import SettingsError, UsageError
 from submitter.settings import Settings
@@ -94,7 +93,18 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 
 
 def account_id(aws: Aws) -> str:
-    return sts.identity(sts.client(aws)).account
+    return aws.account()
+
+
+def default_bucket(aws: Aws, account: str, region: str) -> str:
+    """`submitter-ACCOUNT-REGION-RANDOM`: the random part keeps anyone who knows the account id from creating
+    the name first (and so receiving this account's runs, or blocking init). An earlier init's bucket of this
+    account is found by its prefix and kept, so a second init creates nothing, with or without .env."""
+    import secrets
+
+    stem = f"submitter-{account}-{region}-"
+    found = s3_api.owned_buckets(s3_api.client(aws), stem)
+    return found[0] if found else stem + secrets.token_hex(4)
 
 
 def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = None,
@@ -107,7 +117,7 @@ def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = No
         raise UsageError("--expire-days", "must be at least 1", "omit it to keep runs until you delete them")
     account = account_id(aws)
     region = aws.region
-    bucket = settings.bucket or f"submitter-{account}-{region}"
+    bucket = settings.bucket or default_bucket(aws, account, region)
     steps = _bucket_steps(aws, bucket, region, settings.prefix, expire_days, tls_only=not settings.sandbox)
     steps.append(_repository_step(aws, settings.ecr_repository))
     path = None
@@ -130,11 +140,11 @@ def plan_init(aws: Aws, settings: Settings, cwd: Path, key_name: str | None = No
 
 def _bucket_steps(aws: Aws, bucket: str, region: str, prefix: str, expire_days: int | None,
                   tls_only: bool = True) -> list[Step]:
-    s3 = s3_api.client(aws)
+    s3 = s3_api.client(aws, bucket)  # every call below names this account as the bucket's expected owner
     state = s3_api.bucket_state(s3, bucket)
     if state == "foreign":
-        raise SettingsError(f"SUBMITTER_BUCKET={bucket}", "the bucket exists but this identity cannot use it "
-                            "(another account's, or s3:ListBucket is denied)",
+        raise SettingsError(f"SUBMITTER_BUCKET={bucket}", f"the bucket exists but is not this account's "
+                            f"({aws.account()}), or this identity may not use it",
                             "pick another name with SUBMITTER_BUCKET=..., then run `submitter init` again")
     exists = state == "ours"
     steps = [Step("S3 bucket", bucket, "ok" if exists else "create", "private, objects owned by the bucket owner",

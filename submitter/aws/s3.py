@@ -19,7 +19,7 @@ class S3:
 
     @classmethod
     def connect(cls, aws: Aws, bucket: str) -> S3:
-        return cls(aws.client("s3"), bucket)
+        return cls(client(aws, bucket), bucket)
 
     def put_json(self, key: str, value: Any) -> None:
         body = json.dumps(value, indent=2, sort_keys=True, default=str).encode()
@@ -97,12 +97,59 @@ class S3:
 # can compare it with what it wants and change only what differs.
 
 
-def client(aws: Aws) -> Any:
-    return aws.client("s3")
+def client(aws: Aws, bucket: str | None = None) -> Any:
+    """The S3 client; every request to the settings' bucket (and to `bucket`) names the caller's account as
+    its expected owner."""
+    s3 = aws.client("s3")
+    for name in {aws.bucket, bucket} - {None}:
+        assert name is not None
+        # unique_id: asking again for the same bucket does not add a second hook
+        s3.meta.events.register("before-parameter-build.s3", _ExpectOwner(aws, name),
+                                unique_id=f"submitter-expected-owner:{name}")
+    return s3
+
+
+class _ExpectOwner:
+    """S3 finds a bucket by its global name alone: one deleted and re-created by another account, or a
+    SUBMITTER_BUCKET naming someone else's, would take our documents and serve forged ones. So every request to
+    our bucket carries ExpectedBucketOwner (S3 answers 403 for any other owner). A hook on the client, not an
+    argument at each call, so no call (nor a managed transfer's HeadObject or UploadPart) can go without it.
+    The account is asked for at the first request, so making a client costs nothing."""
+
+    def __init__(self, aws: Aws, bucket: str) -> None:
+        self.aws, self.bucket = aws, bucket
+
+    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if params.get("Bucket") == self.bucket and "ExpectedBucketOwner" in members:
+            params.setdefault("ExpectedBucketOwner", self.aws.account())
+        if "ExpectedSourceBucketOwner" in members and _source_bucket(params.get("CopySource")) == self.bucket:
+            params.setdefault("ExpectedSourceBucketOwner", self.aws.account())
+
+
+def _source_bucket(source: Any) -> str | None:
+    if isinstance(source, dict):
+        return str(source.get("Bucket"))
+    return str(source).lstrip("/").split("/", 1)[0] if source else None
+
+
+def _listed(client: Any, bucket: str) -> bool | None:
+    """Whether ListBuckets (the caller's own buckets only) names `bucket`; None when the caller may not list.
+
+    On AWS the owner header already refuses another account's bucket; this second look also holds where the
+    header is ignored (moto, some S3-compatible stores), and needs no permission the header check does not."""
+    from botocore.exceptions import ClientError
+
+    try:
+        found = client.list_buckets(Prefix=bucket).get("Buckets", [])
+    except ClientError:
+        return None
+    return any(b.get("Name") == bucket for b in found)
 
 
 def bucket_state(client: Any, bucket: str) -> str:
-    """'missing', 'ours' (exists and we can reach it) or 'foreign' (exists, owned by someone else)."""
+    """'missing', 'ours' (exists, in the caller's account) or 'foreign' (exists: another account's, or one this
+    identity may not use). `client` comes from `client(aws, bucket)`, so HeadBucket names the expected owner."""
     from botocore.exceptions import ClientError
 
     try:
@@ -115,19 +162,32 @@ def bucket_state(client: Any, bucket: str) -> str:
             return "foreign"
         with translate("s3", "HeadBucket"):
             raise
-    return "ours"
+    return "foreign" if _listed(client, bucket) is False else "ours"
 
 
 def bucket_problem(client: Any, bucket: str) -> str | None:
-    """Why the bucket cannot be used ('missing' or S3's error code), or None when it can."""
+    """Why the bucket cannot be used ('missing', 'foreign' or S3's error code), or None when it can."""
     from botocore.exceptions import ClientError
 
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("403", "AccessDenied"):
+            return "foreign"
         return "missing" if code in ("404", "NoSuchBucket", "NotFound") else code
-    return None
+    return "foreign" if _listed(client, bucket) is False else None
+
+
+def owned_buckets(client: Any, prefix: str) -> list[str]:
+    """The caller's own buckets whose names start with `prefix` ([] when the caller may not list them)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        found = client.list_buckets(Prefix=prefix).get("Buckets", [])
+    except ClientError:
+        return []
+    return sorted(str(b["Name"]) for b in found if str(b.get("Name", "")).startswith(prefix))
 
 
 def create_bucket(client: Any, bucket: str, region: str, tags: dict[str, str]) -> None:

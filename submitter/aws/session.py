@@ -35,6 +35,15 @@ class Aws:
     registry: str | None = None
     bucket: str | None = None
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _account: str | None = field(default=None, repr=False)
+
+    def account(self) -> str:
+        """The caller's account id, asked of STS once per session: every S3 request names it as the bucket owner."""
+        if self._account is None:
+            from submitter.aws import sts
+
+            self._account = sts.identity(sts.client(self)).account
+        return self._account
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
