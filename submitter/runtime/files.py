@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from submitter.contract import safe_relative
@@ -56,6 +58,35 @@ def skip_links(local: Path, what: str, told: set[str] | None = None) -> list[str
         log.warning("%s: skipped the symbolic link %s (links are never followed out of a run's directory)",
                     what, where)
     return links
+
+
+def snapshot(local: Path) -> Path | None:
+    """The tree's regular files hard-linked into a new directory beside `local`, outside the job's reach (the
+    container mounts `local` only): what the CLI store syncs, so a file the job swaps for a link after the
+    listing cannot make `aws s3 sync` read through it (a link swapped in before `os.link` is linked as the link,
+    which `--no-follow-symlinks` skips). None when it cannot be made (another filesystem, no permission): the
+    caller syncs `local` itself. The caller removes it (shutil.rmtree unlinks links, never follows them)."""
+    try:
+        snap = Path(tempfile.mkdtemp(prefix=f".{local.name}-upload-", dir=str(local.parent)))
+    except OSError:
+        return None
+    try:
+        for top, _, names, dirfd in os.fwalk(str(local), follow_symlinks=False):
+            rel_top = os.path.relpath(top, str(local))
+            for name in names:
+                try:
+                    if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                        continue
+                except OSError:  # gone since it was listed
+                    continue
+                target = snap / name if rel_top == "." else snap / rel_top / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(name, str(target), src_dir_fd=dirfd, follow_symlinks=False)
+    except OSError as exc:
+        log.info("no snapshot of %s (%s): syncing it in place", local, exc)
+        shutil.rmtree(snap, ignore_errors=True)
+        return None
+    return snap
 
 
 def open_below(root: Path, rel: str) -> int:

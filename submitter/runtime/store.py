@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from submitter.runtime.commands import CommandError, Result, not_found, parse_json, run
-from submitter.runtime.files import download_targets, skip_links
+from submitter.runtime.files import download_targets, skip_links, snapshot
 from submitter.runtime.rules import parse_spot_price
 
 log = logging.getLogger("submitter.runtime")
@@ -191,11 +192,18 @@ class CliStore(Store):
 
     def upload_tree(self, local: Path, prefix: str, seen: dict[str, tuple[int, int]]) -> None:
         self.skip_links(local, prefix, seen)
-        if local.is_dir() and not local.is_symlink():
-            # sync compares size and time itself (`seen` only remembers the links named); --no-follow-symlinks
-            # skips a link to a file or a directory alike, without entering it (awscli's FileGenerator).
-            self.aws("s3", "sync", "--only-show-errors", "--no-follow-symlinks", str(local), self.uri(prefix),
-                     timeout=None)
+        if not local.is_dir() or local.is_symlink():
+            return
+        # sync compares size and time itself (`seen` only remembers the links named); --no-follow-symlinks
+        # skips a link to a file or a directory alike, without entering it (awscli's FileGenerator). It reads
+        # a hard-linked snapshot, not the tree the job may still be changing (files.snapshot).
+        snap = snapshot(local)
+        try:
+            self.aws("s3", "sync", "--only-show-errors", "--no-follow-symlinks", str(snap or local),
+                     self.uri(prefix), timeout=None)
+        finally:
+            if snap is not None:
+                shutil.rmtree(snap, ignore_errors=True)
 
     def parameters(self, names: list[str]) -> list[tuple[str, str]]:
         answer = parse_json(self.aws("ssm", "get-parameters", "--with-decryption", "--names", *names).out)

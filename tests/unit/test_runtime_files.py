@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -133,3 +134,18 @@ def test_link_on_way_finds_a_link_anywhere_below_the_root(tmp_path: Path) -> Non
     assert files.link_on_way(tmp_path, "a/b/c") == str(tmp_path / "a" / "b")
     assert files.link_on_way(tmp_path, "a/x/c") is None
     assert files.link_on_way(tmp_path, "") is None
+
+
+def test_snapshot_holds_hard_links_of_the_regular_files_only(tmp_path: Path) -> None:
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("host")
+    out = _hostile_tree(tmp_path, host_file)
+    snap = files.snapshot(out)
+    assert snap is not None and snap.parent == out.parent and snap.name.startswith(".outputs-upload-")
+    inside = sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if not p.is_dir() or p.is_symlink())
+    assert inside == ["model.bin", "sub/metrics.json"]
+    assert not any(p.is_symlink() for p in snap.rglob("*"))
+    assert (snap / "model.bin").stat().st_ino == (out / "model.bin").stat().st_ino  # linked, not copied
+    shutil.rmtree(snap)
+    assert (out / "model.bin").read_bytes() == b"weights" and host_file.read_text() == "host"
+
