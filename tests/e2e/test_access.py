@@ -29,9 +29,16 @@ def _cli(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: floa
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _ssh_rules(ec2: Any, group_id: str) -> list[str]:
-    perms = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0].get("IpPermissions", [])
-    return [r["CidrIp"] for p in perms if p.get("FromPort") == 22 for r in p.get("IpRanges", [])]
+def _ssh_rules(ec2: Any, instance_id: str) -> list[str]:
+    """Port-22 sources admitted to the instance by any of its groups (a session adds a group of its own)."""
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    groups = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in inst["SecurityGroups"]])["SecurityGroups"]
+    rules = [r["CidrIp"] for g in groups for p in g.get("IpPermissions", []) if p.get("FromPort") == 22
+             for r in p.get("IpRanges", [])]
+    if not rules:  # outside a session no session group is left behind either
+        assert not [g for g in ec2.describe_security_groups()["SecurityGroups"]
+                    if g["GroupName"].startswith("submitter-ssh-")]
+    return rules
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +97,7 @@ def test_the_instance_has_the_key_and_port_22_answers_only_while_a_rule_admits_t
     ec2 = sandbox.client("ec2")
     inst = ec2.describe_instances(InstanceIds=[running["instance_id"]])["Reservations"][0]["Instances"][0]
     assert inst["KeyName"] == running["key"]
-    assert _ssh_rules(ec2, running["group_id"]) == [], "no inbound rule outside a session"
+    assert _ssh_rules(ec2, running["instance_id"]) == [], "no inbound rule outside a session"
     endpoint = api.ssh_endpoint(sandbox.settings, running["instance_id"])
     assert endpoint and endpoint["host"] == "127.0.0.1"
 
@@ -120,12 +127,12 @@ def test_ssh_runs_a_command_and_the_rule_exists_only_while_connected(
     sandbox: Any, sandbox_env: dict[str, str], running: dict[str, Any]
 ) -> None:
     ec2 = sandbox.client("ec2")
-    assert _ssh_rules(ec2, running["group_id"]) == []  # before
+    assert _ssh_rules(ec2, running["instance_id"]) == []  # before
     result = _cli(sandbox_env, "ssh", running["run_id"], "--", "echo", "ok", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
     assert "matches the instance's console output" in result.stderr
-    assert _ssh_rules(ec2, running["group_id"]) == []  # after
+    assert _ssh_rules(ec2, running["instance_id"]) == []  # after
     known = (sandbox.settings.home / "known_hosts").read_text()
     assert known.startswith(running["instance_id"] + " ssh-ed25519 ")
 
@@ -134,18 +141,18 @@ def test_ssh_runs_a_command_and_the_rule_exists_only_while_connected(
                              "sh", "-c", "sleep 6; docker ps --format '{{.Names}}'"],
                             cwd=REPO, env=sandbox_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        sandbox.wait_for(lambda: _ssh_rules(ec2, running["group_id"]) == ["127.0.0.1/32"], 60, "the rule")
+        sandbox.wait_for(lambda: _ssh_rules(ec2, running["instance_id"]) == ["127.0.0.1/32"], 60, "the rule")
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out + err
     assert f"submitter-{running['run_id']}" in out.split(), "the session runs on the instance, beside the job"
-    assert _ssh_rules(ec2, running["group_id"]) == []
+    assert _ssh_rules(ec2, running["instance_id"]) == []
 
     failing = _cli(sandbox_env, "ssh", running["run_id"], "--", "sh", "-c", "exit 7", timeout=120)
     assert failing.returncode == 7, failing.stderr
-    assert _ssh_rules(ec2, running["group_id"]) == []
+    assert _ssh_rules(ec2, running["instance_id"]) == []
 
 
 def test_a_changed_host_key_is_refused(sandbox: Any, sandbox_env: dict[str, str], running: dict[str, Any]) -> None:
@@ -159,14 +166,14 @@ def test_a_changed_host_key_is_refused(sandbox: Any, sandbox_env: dict[str, str]
         known.write_text(before)
     assert result.returncode == 1
     assert "NOT the key recorded" in result.stderr and result.stdout == ""
-    assert _ssh_rules(sandbox.client("ec2"), running["group_id"]) == [], "removed on error too"
+    assert _ssh_rules(sandbox.client("ec2"), running["instance_id"]) == [], "removed on error too"
 
 
 def test_notebook_forwards_a_server_in_the_job_container_and_closes_on_ctrl_c(
     sandbox: Any, sandbox_env: dict[str, str], running: dict[str, Any]
 ) -> None:
     ec2 = sandbox.client("ec2")
-    assert _ssh_rules(ec2, running["group_id"]) == []
+    assert _ssh_rules(ec2, running["instance_id"]) == []
     proc = subprocess.Popen(
         [sys.executable, "-m", "submitter", "--sandbox", "notebook", running["run_id"], "--port", "8765",
          "--command", "python -m http.server 8765 --directory /app"],
@@ -180,7 +187,7 @@ def test_notebook_forwards_a_server_in_the_job_container_and_closes_on_ctrl_c(
         with urllib.request.urlopen(url + "train.py", timeout=30) as response:
             assert response.status == 200
             assert b"def load_config" in response.read(), "the page comes from the job container's /app"
-        assert _ssh_rules(ec2, running["group_id"]) == ["127.0.0.1/32"]  # during
+        assert _ssh_rules(ec2, running["instance_id"]) == ["127.0.0.1/32"]  # during
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -188,7 +195,7 @@ def test_notebook_forwards_a_server_in_the_job_container_and_closes_on_ctrl_c(
             proc.kill()
     assert proc.returncode == 130, err
     assert "closed TCP 22" in err
-    assert _ssh_rules(ec2, running["group_id"]) == []  # after
+    assert _ssh_rules(ec2, running["instance_id"]) == []  # after
     time.sleep(1)
     try:
         urllib.request.urlopen(url, timeout=5)
