@@ -62,8 +62,8 @@ def template() -> str:
 def user_data(values: dict[str, str | int]) -> str:
     """The boot script with every {{NAME}} replaced by its shell-quoted value; checked against EC2's limit.
 
-    `values` holds SUBMISSION, BUCKET, PREFIX, GROUP, DEADMAN_MINUTES and RUNTIME_SHA256; where the runtime
-    and the instance reports are in S3 comes from contract.Layout.
+    `values` holds SUBMISSION, BUCKET, PREFIX, GROUP, DEADMAN_MINUTES, RUNTIME_SHA256 and BUCKET_OWNER (the
+    account id, "" when unknown); where the runtime and the instance reports are in S3 comes from contract.Layout.
     """
     values = dict(values)
     if {"SUBMISSION", "BUCKET", "PREFIX"} <= set(values):
@@ -71,6 +71,7 @@ def user_data(values: dict[str, str | int]) -> str:
         values.setdefault("RUNTIME_URI", layout.uri(bucket, layout.runtime(sub)))
         values.setdefault("REPORTS_URI", layout.uri(bucket, layout.instances(sub)))
     values.setdefault("BOOT_FAILED", contract.BOOT_FAILED)
+    values.setdefault("BUCKET_OWNER", "")  # unknown: the host reads its own account from IMDS instead
     values.setdefault("EXIT_RETRY", contract.EXIT_RETRY)
     text = template()
     for name, value in values.items():

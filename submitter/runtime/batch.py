@@ -184,7 +184,7 @@ class Wrapper:
 def main(environ: Mapping[str, str] | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    store = connect(region, environ["SUBMITTER_BUCKET"])
+    store = connect(region, environ["SUBMITTER_BUCKET"], environ.get("SUBMITTER_BUCKET_OWNER", ""))
     wrapper = Wrapper(store, environ, imds=Imds(timeout=1.0))
 
     def on_term(signum: int, frame: Any) -> None:

@@ -8,7 +8,8 @@ import signal
 import sys
 from typing import Any
 
-USAGE = "usage: runtime.pyz agent --submission S --bucket B [--prefix P] --group G --instance-id I --region R\n" \
+USAGE = "usage: runtime.pyz agent --submission S --bucket B [--prefix P] --group G --instance-id I --region R" \
+        " [--bucket-owner ACCOUNT]\n" \
         "       runtime.pyz batch"
 
 

@@ -76,7 +76,7 @@ class Agent:
 
     def __init__(self, args: argparse.Namespace, store: Store | None = None, imds: Imds | None = None) -> None:
         self.args = args
-        store = store or CliStore(args.region, args.bucket)
+        store = store or CliStore(args.region, args.bucket, args.bucket_owner)
         self.host = PoolHost(store, Layout(args.prefix), {}, {"instance_id": args.instance_id},
                              imds=imds or Imds())
         self.work = host_mod.WORK_BASE / args.instance_id
@@ -201,6 +201,6 @@ def spot_price(host: Host) -> float:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="runtime.pyz agent", description="the pool worker")
-    for name in ("submission", "bucket", "prefix", "group", "instance-id", "region"):
-        parser.add_argument(f"--{name}", required=name != "prefix", default="")
+    for name in ("submission", "bucket", "prefix", "group", "instance-id", "region", "bucket-owner"):
+        parser.add_argument(f"--{name}", required=name not in ("prefix", "bucket-owner"), default="")
     return parser.parse_args(argv)

@@ -125,11 +125,21 @@ class Store:
 class CliStore(Store):
     """The store through the `aws` CLI, in the given region."""
 
-    def __init__(self, region: str, bucket: str) -> None:
+    def __init__(self, region: str, bucket: str, owner: str = "") -> None:
         self.region, self.bucket = region, bucket
+        self.owner = owner  # the bucket's account id; "" leaves the owner unchecked (an older boot script)
+
+    def owned(self, args: tuple[str, ...]) -> tuple[str, ...]:
+        """An s3api call on our bucket names its owner: S3 answers 403 when another account owns the name. The
+        high-level `aws s3 cp/sync` take no such option (CLI v1 or v2); docs/decisions.md says what covers them."""
+        if args[0] != "s3api" or not self.owner or "--expected-bucket-owner" in args or "--bucket" not in args:
+            return args
+        at = args.index("--bucket")
+        return (*args, "--expected-bucket-owner", self.owner) if args[at + 1:at + 2] == (self.bucket,) else args
 
     def aws(self, *args: str, input: bytes | None = None, timeout: float | None = 300,  # noqa: A002
             check: bool = True) -> Result:
+        args = self.owned(args)
         endpoint: list[str] = []
         custom = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
         if args[0] == "sqs" and custom:
@@ -256,12 +266,12 @@ def iso_utc(text: str) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def connect(region: str, bucket: str) -> Store:
+def connect(region: str, bucket: str, owner: str = "") -> Store:
     """boto3's store when the image has boto3, else the CLI's (docs/batch.md: a Batch image needs one)."""
     import importlib.util
 
     if importlib.util.find_spec("boto3") is None:  # only looked for: the runtime needs no third-party package
-        return CliStore(region, bucket)
+        return CliStore(region, bucket, owner)
     from submitter.runtime.store_boto3 import Boto3Store
 
-    return Boto3Store(region, bucket)
+    return Boto3Store(region, bucket, owner)

@@ -20,9 +20,11 @@ log = logging.getLogger("submitter.runtime")
 
 
 class Boto3Store(Store):
-    def __init__(self, region: str, bucket: str) -> None:
+    def __init__(self, region: str, bucket: str, owner: str = "") -> None:
         self.region, self.bucket = region, bucket
         self.s3 = boto3.client("s3", region_name=region)
+        if owner:  # a hook, so every request (managed transfers' too) names the owner, as on the submit side
+            self.s3.meta.events.register("before-parameter-build.s3", _expect_owner(bucket, owner))
 
     def _client(self, service: str) -> Any:
         return boto3.client(service, region_name=self.region)
@@ -119,3 +121,12 @@ class Boto3Store(Store):
 
     def delete_message(self, queue_url: str, receipt: str) -> None:
         self._client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+
+
+def _expect_owner(bucket: str, owner: str) -> Any:
+    """Requests to `bucket` carry ExpectedBucketOwner: S3 answers 403 when another account owns the name."""
+    def add(params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if params.get("Bucket") == bucket and "ExpectedBucketOwner" in members:
+            params.setdefault("ExpectedBucketOwner", owner)
+    return add

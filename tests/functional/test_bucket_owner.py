@@ -202,3 +202,23 @@ def test_doctor_fails_the_bucket_check_for_another_account(aws: Aws, tmp_path: P
     (check,) = [c for c in doctor.doctor(settings, aws, [], engine=None) if c.name == "bucket"]
     assert not check.ok
     assert f"is not this account's ({OURS})" in check.detail
+
+
+def test_the_boto3_runtime_store_names_the_owner_on_every_request(aws: Aws, tmp_path: Path) -> None:
+    from submitter.runtime.store_boto3 import Boto3Store
+
+    aws.client("s3").create_bucket(Bucket="fown-rt")
+    store = Boto3Store(REGION, "fown-rt", OURS)
+    sent: list[tuple[str, str | None]] = []
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        owner = request.headers.get("x-amz-expected-bucket-owner")
+        sent.append((event_name.rsplit(".", 1)[-1], owner.decode() if isinstance(owner, bytes) else owner))
+
+    store.s3.meta.events.register("before-send.s3", record)
+    store.put_bytes("p/a", b"x")
+    assert store.get_bytes("p/a") == b"x" and store.exists("p/a") and store.keys("p/") == ["p/a"]
+    (tmp_path / "f").write_text("y")
+    store.upload_file(tmp_path / "f", "p/f")
+    assert {op for op, _ in sent} >= {"PutObject", "GetObject", "HeadObject", "ListObjectsV2"}
+    assert all(owner == OURS for _, owner in sent), sent

@@ -107,6 +107,7 @@ def job_definition(plan: Plan, image_uri: str, job_role_arn: str) -> dict[str, A
     spec = plan.spec
     environment = {
         "SUBMITTER_BUCKET": plan.bucket_or_placeholder,
+        "SUBMITTER_BUCKET_OWNER": plan.account if plan.account.isdigit() else "",  # the store names it to S3
         "SUBMITTER_PREFIX": plan.prefix,
         "SUBMITTER_SUBMISSION_ID": plan.submission_id,
         "SUBMITTER_BATCH_ATTEMPTS": str(attempts(plan)),

@@ -122,6 +122,7 @@ def user_data(plan: Plan, names: Names) -> str:
         "GROUP": names.group,
         "DEADMAN_MINUTES": contract.deadman_minutes(plan.spec.limits.max_runtime),
         "RUNTIME_SHA256": artefact.sha256(),  # the host runs only the runtime staged with this plan
+        "BUCKET_OWNER": plan.account if plan.account.isdigit() else "",  # "": the host asks IMDS (dry run)
     })
 
 
