@@ -39,6 +39,9 @@ ACTIONS = [
     "autoscaling:DescribeAutoScalingGroups", "iam:CreateRole", "iam:PutRolePolicy", "iam:CreateInstanceProfile",
     "iam:AddRoleToInstanceProfile", "iam:PassRole", "iam:DeleteRole", "sqs:CreateQueue", "sqs:SendMessage",
     "sqs:DeleteQueue", "ssm:PutParameter", "ssm:GetParameter",
+    # issue 14: ssh sessions' own groups; secrets' tags and removal
+    "ec2:ModifyInstanceAttribute", "ssm:AddTagsToResource", "ssm:DescribeParameters", "ssm:ListTagsForResource",
+    "ssm:DeleteParameters",
 ]
 # Spot vCPU quotas (Service Quotas, service ec2) by instance family initial.
 SPOT_QUOTAS = {
