@@ -106,7 +106,9 @@ d=$(mktemp -d)
 key="${SUBMITTER_PREFIX:+${SUBMITTER_PREFIX%/}/}@REL@"
 if python3 -c 'import boto3' 2>/dev/null; then
   python3 -c 'import boto3, os, sys
-boto3.client("s3").download_file(os.environ["SUBMITTER_BUCKET"], sys.argv[1], sys.argv[2])' "$key" "$d/@NAME@" \\
+owner = os.environ.get("SUBMITTER_BUCKET_OWNER")
+boto3.client("s3").download_file(os.environ["SUBMITTER_BUCKET"], sys.argv[1], sys.argv[2],
+                                 ExtraArgs={"ExpectedBucketOwner": owner} if owner else None)' "$key" "$d/@NAME@" \\
     || { echo "submitter: could not fetch the runtime from S3 with boto3"; exit 64; }
 elif command -v aws >/dev/null 2>&1; then
   aws s3 cp --only-show-errors "s3://$SUBMITTER_BUCKET/$key" "$d/@NAME@" \\
