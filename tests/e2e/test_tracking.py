@@ -146,8 +146,18 @@ def test_gc_removes_an_orphaned_instance_and_volume_and_touches_nothing_untagged
 ) -> None:
     ec2 = sandbox_clients("ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    orphan_tags = [{"Key": "submitter:submission", "Value": f"gone-20200101-000000-{uuid.uuid4().hex[:6]}"},
-                   {"Key": "submitter:deadline", "Value": "2020-01-01T00:45:00Z"}]
+    gone = f"gone-20200101-000000-{uuid.uuid4().hex[:6]}"
+    orphan_tags = [{"Key": "submitter:submission", "Value": gone},
+                   {"Key": "submitter:deadline", "Value": "2020-01-01T00:45:00Z"},
+                   {"Key": "submitter:bucket", "Value": sandbox["bucket"]},
+                   {"Key": "submitter:prefix", "Value": "submitter"}]
+    # gc judges a submission only from its documents in this bucket and prefix: this one ended long ago.
+    s3 = sandbox_clients("s3")
+    s3.put_object(Bucket=sandbox["bucket"], Key=f"submitter/submissions/{gone}/queued",
+                  Body=json.dumps({"runs": [gone]}).encode())
+    s3.put_object(Bucket=sandbox["bucket"], Key=f"submitter/runs/{gone}/status.json",
+                  Body=json.dumps({"run_id": gone, "state": "failed"}).encode())
+    teammates = [t if t["Key"] != "submitter:bucket" else {**t, "Value": "a-teammates-bucket"} for t in orphan_tags]
 
     def launch(tags: list[dict[str, str]]) -> str:
         spec = [{"ResourceType": "instance", "Tags": tags}] if tags else []
@@ -161,10 +171,11 @@ def test_gc_removes_an_orphaned_instance_and_volume_and_touches_nothing_untagged
 
     orphan, orphan_volume = launch(orphan_tags), volume(orphan_tags)
     untagged, untagged_volume = launch([]), volume([])
+    teammate = launch(teammates)  # the same account, another bucket: not gc's to judge
     try:
         listed = _run(sandbox_env, "--sandbox", "gc")  # no terminal, no --yes: lists, then refuses
         assert listed.returncode == 2 and orphan in listed.stdout and orphan_volume in listed.stdout
-        assert untagged not in listed.stdout and untagged_volume not in listed.stdout
+        assert untagged not in listed.stdout and untagged_volume not in listed.stdout and teammate not in listed.stdout
         assert sandbox.instance_state(orphan) == "running"
 
         result = _run(sandbox_env, "--sandbox", "gc", "--yes", "--json")
@@ -172,9 +183,9 @@ def test_gc_removes_an_orphaned_instance_and_volume_and_touches_nothing_untagged
         removed = {o["id"] for o in json.loads(result.stdout)["removed"]}
         assert {orphan, orphan_volume} <= removed and not {untagged, untagged_volume} & removed
         sandbox.wait_state(orphan, "terminated")
-        assert sandbox.instance_state(untagged) == "running"
+        assert sandbox.instance_state(untagged) == "running" and sandbox.instance_state(teammate) == "running"
         volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
         assert orphan_volume not in volumes and untagged_volume in volumes
     finally:
-        ec2.terminate_instances(InstanceIds=[untagged])
+        ec2.terminate_instances(InstanceIds=[untagged, teammate])
         ec2.delete_volume(VolumeId=untagged_volume)
