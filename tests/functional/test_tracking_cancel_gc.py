@@ -333,3 +333,26 @@ def test_gc_removes_the_secrets_of_a_finished_submission_of_its_bucket_only(
         (f"/submitter/{done.plan.submission_id}/", done.plan.submission_id)]
     gc.remove(aws[0], orphans, lambda _: None)
     assert list(_secrets(aws)) == [theirs]
+
+
+def test_gc_of_one_prefix_leaves_a_finished_submission_of_another_prefix_alone(
+        aws: tuple[Aws, str], tmp_path: Path) -> None:
+    """Two teams, one account and bucket, two prefixes: each gc removes its own finished submission only."""
+    session, uri = aws
+    spec = tmp_path / "fteam.yaml"
+    spec.write_text(SPEC.format(name="fteam", uri=uri))
+    theirs_where = tracking.Where(BUCKET, "q")
+    (theirs,) = execute.submit(session, Settings(bucket=BUCKET, region=REGION, prefix="q"), [load(spec)], {},
+                               tmp_path, NullProgress(), engine=_no_engine)
+    mine = _submit(aws, tmp_path, "fmine")
+    s3 = _s3(aws)
+    for sub, layout in ((theirs, theirs_where.layout), (mine, LAYOUT)):
+        for run in sub.plan.runs:
+            s3.put_json(layout.status(run.run_id), {"run_id": run.run_id, "state": "succeeded"})
+    found = gc.find(session, s3, WHERE)
+    assert {o.submission for o in found} == {mine.plan.submission_id}
+    gc.remove(session, found, lambda _: None)
+    assert _group(aws, Names.of(mine.plan.submission_id).group) is None
+    assert _group(aws, Names.of(theirs.plan.submission_id).group) is not None, "the other prefix's group stays"
+    assert session.client("sqs").get_queue_url(QueueName=Names.of(theirs.plan.submission_id).queue)
+    assert {o.submission for o in gc.find(session, s3, theirs_where)} == {theirs.plan.submission_id}
