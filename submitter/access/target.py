@@ -153,8 +153,7 @@ def port_22_open(aws: Aws, target: Target, cidr: str, say: Say, now: datetime | 
         group = ec2_api.create_group(ec2, f"submitter-ssh-{target.run_id}-{token}"[:255], mark, target.vpc_id,
                                      {**target.tags, contract.TAG_SSH_UNTIL: until})
         ec2_api.authorize_ssh(ec2, group, cidr, mark)
-        ec2_api.set_instance_groups(ec2, target.instance_id,
-                                    [*(ec2_api.instance_groups(ec2, target.instance_id) or []), group])
+        _attach(ec2, target.instance_id, group)
         say(f"opened TCP 22 for {cidr} to {target.instance_id} through {group} (removed when this session ends)")
         yield
     finally:
@@ -163,6 +162,19 @@ def port_22_open(aws: Aws, target: Target, cidr: str, say: Say, now: datetime | 
                 signal.signal(sig, handler)
         if group:
             close_session(ec2, target.instance_id, group, say)
+
+
+def _attach(ec2: Any, instance_id: str, group: str, tries: int = 3) -> None:
+    """Add the group to the instance's; the list is read, then written, so a session starting at the same moment
+    could write over it: read back, and add again when it is missing."""
+    for _ in range(tries):
+        current = ec2_api.instance_groups(ec2, instance_id) or []
+        if group in current:
+            return
+        ec2_api.set_instance_groups(ec2, instance_id, [*current, group])
+    if group not in (ec2_api.instance_groups(ec2, instance_id) or []):
+        raise RemoteError(f"instance {instance_id}", f"security group {group} could not be attached",
+                          "try again; `submitter gc` removes the group once its time has passed")
 
 
 def close_session(ec2: Any, instance_id: str, group: str, say: Say, wait_s: float = 30) -> bool:
