@@ -87,3 +87,43 @@ def test_links_to_the_host_in_outputs_and_checkpoints_are_skipped_named_and_cost
         for rel in links:
             line = f"/{kind}/{rel} (links are never followed"
             assert log.count(line) == 1, (line, log)
+
+
+def test_the_cli_store_restores_only_inside_its_target_and_uploads_no_link(
+    sandbox: Any, sandbox_env: dict[str, str], sandbox_clients: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent's store (the real `aws` CLI against the sandbox, as the administrator) on its own: forged keys
+    below a checkpoints prefix are refused and the rest restored one by one; an upload skips every link."""
+    import logging
+    import os
+
+    from submitter.runtime.store import CliStore
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION"):
+        if name in sandbox_env:
+            monkeypatch.setenv(name, sandbox_env[name])
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3, bucket = sandbox_clients("s3"), sandbox["bucket"]
+    prefix = f"submitter/runs/e2e-forged-{uuid.uuid4().hex[:6]}-20261130-120000-abcdef/checkpoints/"
+    good = {"step-1.pt": b"one", "dir/step-2.pt": b"two"}
+    forged = ["../../../../escaped-p1", "dir/../../../../../escaped-p1b", "/tmp/abs-p1-e2e", "a//b"]
+    for rel, body in [*good.items(), *((rel, b"pwned") for rel in forged)]:
+        s3.put_object(Bucket=bucket, Key=prefix + rel, Body=body)
+    store = CliStore(sandbox["region"], bucket)
+    dest = tmp_path / "work" / "checkpoints"
+    with caplog.at_level(logging.WARNING, logger="submitter.runtime"):
+        assert store.download(f"s3://{bucket}/{prefix}", dest, "dir") == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "work/checkpoints/dir/step-2.pt", "work/checkpoints/step-1.pt"]
+    assert not Path("/tmp/abs-p1-e2e").exists()
+    assert sum("refused the key" in r.getMessage() for r in caplog.records) == len(forged)
+
+    os.symlink("/", dest / "root")
+    os.symlink("/etc/passwd", dest / "dir" / "passwd")
+    out_prefix = prefix.replace("/checkpoints/", "/outputs/")
+    store.upload_tree(dest, out_prefix, {})
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=out_prefix)
+    assert sorted(o["Key"][len(out_prefix):] for page in pages for o in page.get("Contents", [])) == sorted(good)
+    assert [p.name for p in dest.parent.iterdir()] == ["checkpoints"]  # the snapshot is gone
