@@ -62,7 +62,7 @@ class Staged:
         self.bucket = sandbox.state["bucket"]
         suffix = uuid.uuid4().hex[:8]
         self.prefix = f"e2e-agent-{suffix}"
-        self.submission = f"agent-{suffix}"
+        self.submission = f"agent-e2e-20260101-000000-{suffix[:6]}"  # the shape of a real id (contract)
         self.layout = contract.Layout(self.prefix)
         self.queue_url = self.sqs.create_queue(QueueName=f"submitter-{self.submission}")["QueueUrl"]
         inputs = self.layout.uri(self.bucket, self.layout.input(suffix))
