@@ -128,6 +128,8 @@ class Staged:
             {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                                            "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
              "Resource": [f"arn:aws:sqs:{region}:*:submitter-{self.submission}"]},
+            {"Effect": "Allow", "Action": ["ssm:GetParameters"],
+             "Resource": [f"arn:aws:ssm:{region}:*:parameter{contract.secrets_prefix(self.submission)}*"]},
             {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ec2:DescribeSpotPriceHistory",
                                            "autoscaling:TerminateInstanceInAutoScalingGroup"], "Resource": ["*"]},
         ]}
