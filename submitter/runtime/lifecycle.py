@@ -308,11 +308,14 @@ class Attempt:
         self.status = self.status.evolve(state, ended_at=now, heartbeat_at=now, cost=self.cost(), **fields)
         if ending.exit_code is not None:
             self.status.exit_code = ending.exit_code
+        log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
+                 action)
+        if self.run_log is not None:
+            # Before the final status: whoever waits for it may remove the role at once (`submit --wait`).
+            self.run_log.upload()
         self.write_status()
         self.final = (state, action)
         self.settlement.settle(state, action)
-        log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
-                 action)
         self.host.handled.append({"run_id": self.run_id, "state": state})
         self.close()
         return ending

@@ -60,6 +60,14 @@ class RunLog:
         if log.getEffectiveLevel() > logging.INFO:
             log.setLevel(logging.INFO)  # the run's log has the INFO lines whatever the root logger says
 
+    def upload(self) -> None:
+        if self.handler is not None:
+            self.handler.flush()
+        try:
+            self.store.upload_file(self.path, self.key)
+        except Exception as exc:  # the run's status says how it ended; its log is the lesser loss
+            log.error("could not upload the run's log: %s", exc)
+
     def close(self) -> None:
         if self.handler is None:
             return
@@ -67,7 +75,4 @@ class RunLog:
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
         self.handler = None
-        try:
-            self.store.upload_file(self.path, self.key)
-        except Exception as exc:  # the run's status is written already; its log is the lesser loss
-            log.error("could not upload the run's log: %s", exc)
+        self.upload()
