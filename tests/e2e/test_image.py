@@ -41,9 +41,12 @@ RUN = uuid.uuid4().hex[:8]  # in every name this module creates, so its images c
 class Env:
     endpoint_url: str
     registry: str
+    access_key_id: str = "testing"  # the sandbox enforces IAM: there, its administrator's keys
+    secret_access_key: str = "testing"
 
     def aws(self) -> Aws:
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+        session = boto3.Session(aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
+                                region_name="us-east-1")
         return Aws(session, "us-east-1", self.endpoint_url, self.registry)
 
 
@@ -123,7 +126,7 @@ def env(request: pytest.FixtureRequest, registry_factory: Any) -> Env:
     except pytest.FixtureLookupError:
         return Env(request.getfixturevalue("moto_endpoint"), registry_factory())
     # The session's sandbox lives in its own SUBMITTER_HOME: ask it, not a default-home Settings.
-    return Env(sandbox["endpoint_url"], sandbox["registry"])
+    return Env(sandbox["endpoint_url"], sandbox["registry"], sandbox["access_key_id"], sandbox["secret_access_key"])
 
 
 @pytest.fixture(scope="module")
