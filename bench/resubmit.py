@@ -195,7 +195,8 @@ class ByHand:
 
         settings = settings_mod.load({k: v for k, v in self.env.items() if k.startswith(("SUBMITTER_", "AWS_"))},
                                      self.project)
-        plan = make_plan(load(self.spec), settings, PriceLookup(None, "by hand"))
+        account = self.sb.client("sts").get_caller_identity()["Account"]  # the policy's ARNs name it, as submit's do
+        plan = make_plan(load(self.spec), settings, PriceLookup(None, "by hand"), account=account)
         pool = pool_plan(plan)
         run = plan.runs[0]
         root = self.work / plan.submission_id
@@ -215,6 +216,9 @@ class ByHand:
                                                          "job": plan.job, "state": "queued", "attempt": 0}))
         template = {k: v for k, v in pool.launch_template.items() if k != "TagSpecifications"}
         template["IamInstanceProfile"] = {"Name": self.profile}
+        # The sandbox enforces IAM: a person would give the role the same scoped policy the plan gives ours.
+        self.sb.client("iam").put_role_policy(RoleName=self.profile, PolicyName="hand",
+                                              PolicyDocument=json.dumps(pool.iam_policy))
         (root / "template.json").write_text(json.dumps(template))
         group = {k: v for k, v in pool.group.items() if k not in ("AvailabilityZones", "Tags")}
         group["VPCZoneIdentifier"] = self.subnet
