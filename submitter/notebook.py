@@ -32,7 +32,6 @@ def submit_and_wait(aws: Aws, settings: Settings, spec_file: Path, environ: Mapp
     """Submit a spec (with the key pair) and wait until its first run is running; returns that run id."""
     from submitter import execute, image, progress, tracking
     from submitter import spec as spec_mod
-    from submitter.aws import s3 as s3_api
     from submitter.aws.s3 import S3
 
     if not settings.ssh_key:
@@ -43,7 +42,7 @@ def submit_and_wait(aws: Aws, settings: Settings, spec_file: Path, environ: Mapp
     run_id = submitted.plan.runs[0].run_id
     say(f"submitted {submitted.plan.submission_id}; waiting for {run_id} to run")
     assert settings.bucket
-    s3, where = S3(s3_api.client(aws), settings.bucket), tracking.Where(settings.bucket, settings.prefix)
+    s3, where = S3.connect(aws, settings.bucket), tracking.Where(settings.bucket, settings.prefix)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         (status,) = tracking.statuses(s3, where, [run_id])

@@ -80,13 +80,12 @@ def _checkip() -> str:
 def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
     """The run's instance, its address, security group and key; every missing piece is an error with the fix."""
     from submitter import tracking
-    from submitter.aws import s3 as s3_api
     from submitter.aws.s3 import S3
 
     submission = ownership.submission_of_run(run_id)  # the id's own, never what its status claims
     if not settings.bucket:
         raise UsageError("SUBMITTER_BUCKET", "no bucket is set", "run `submitter init`, or set SUBMITTER_BUCKET")
-    s3 = S3(s3_api.client(aws), settings.bucket)
+    s3 = S3.connect(aws, settings.bucket)
     (status,) = tracking.statuses(s3, tracking.Where(settings.bucket, settings.prefix), [run_id])
     state = status.get("state", "unknown")
     where = f"run {run_id}"

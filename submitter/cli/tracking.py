@@ -41,7 +41,6 @@ def status(
 
 def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     from submitter import connect, tracking
-    from submitter.aws import s3 as s3_api
     from submitter.aws.s3 import S3
     from submitter.errors import SettingsError
 
@@ -49,7 +48,7 @@ def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     if not settings.bucket:
         raise SettingsError("SUBMITTER_BUCKET", "no bucket is set", "set SUBMITTER_BUCKET, or run `submitter init`")
     aws = connect.aws(settings)
-    return settings, S3(s3_api.client(aws), settings.bucket), tracking.Where(settings.bucket, settings.prefix)
+    return settings, S3.connect(aws, settings.bucket), tracking.Where(settings.bucket, settings.prefix)
 
 
 def logs(
