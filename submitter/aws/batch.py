@@ -45,9 +45,9 @@ def create_job_queue(batch: Any, params: dict[str, Any]) -> str:
         return str(batch.create_job_queue(**params)["jobQueueArn"])
 
 
-def update_max_vcpus(batch: Any, name: str, max_vcpus: int) -> None:
+def update_compute_resources(batch: Any, name: str, resources: dict[str, Any]) -> None:
     with translate("batch", "UpdateComputeEnvironment"):
-        batch.update_compute_environment(computeEnvironment=name, computeResources={"maxvCpus": max_vcpus})
+        batch.update_compute_environment(computeEnvironment=name, computeResources=resources)
 
 
 def wait_valid(describe: Any, name: str, what: str, wait_s: float = WAIT_S) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def test_init_batch_creates_spot_environments_and_queues_once(aws_env) -> None:
         assert resources["allocationStrategy"] == "SPOT_PRICE_CAPACITY_OPTIMIZED"
         assert (resources["minvCpus"], resources["maxvCpus"]) == (0, 64)
         assert resources["instanceRole"] == first["instance_profile"]
+        assert resources["launchTemplate"] == {"launchTemplateName": batch.LAUNCH_TEMPLATE, "version": "$Latest"}
         assert env["serviceRole"] == first["service_role"]
     assert envs[batch.COMPUTE_ENVIRONMENT]["computeResources"]["instanceTypes"] == ["optimal"]
     assert "g4dn" in envs[batch.GPU_COMPUTE_ENVIRONMENT]["computeResources"]["instanceTypes"]
@@ -98,6 +99,13 @@ def test_init_batch_creates_spot_environments_and_queues_once(aws_env) -> None:
 
     # The hosts' security group has no inbound rule; the instance role carries the ECS policy.
     ec2 = aws.session.client("ec2")
+    # The hosts launch with IMDSv2 only (hop limit 1) and an encrypted root volume.
+    template = ec2.describe_launch_template_versions(LaunchTemplateId=first["launch_template"],
+                                                     Versions=["$Latest"])["LaunchTemplateVersions"][0]
+    data = template["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     group = ec2.describe_security_groups(GroupIds=[first["security_group"]])["SecurityGroups"][0]
     assert group["IpPermissions"] == []
     attached = aws.session.client("iam").list_attached_role_policies(RoleName=batch.INSTANCE_ROLE)
@@ -118,6 +126,23 @@ def test_a_changed_max_vcpus_updates_the_environment(aws_env) -> None:
     assert any("max vCPUs 64 -> 128" in line for line in said)
     assert {c["computeEnvironment"]: c["computeResources"] for c in calls} == {
         batch.COMPUTE_ENVIRONMENT: {"maxvCpus": 128}, batch.GPU_COMPUTE_ENVIRONMENT: {"maxvCpus": 128}}
+
+
+def test_an_environment_made_before_the_launch_template_gets_it(aws_env) -> None:
+    aws, _ = aws_env
+    client = aws.client("batch")
+    setup.ensure_batch(aws, SETTINGS, lambda _: None)
+    stale = {e["computeEnvironmentName"]: e for e in client.describe_compute_environments()["computeEnvironments"]}
+    for env in stale.values():
+        del env["computeResources"]["launchTemplate"]  # as an earlier version created it
+    calls: list[dict] = []
+    client.meta.events.register("provide-client-params.batch.UpdateComputeEnvironment",
+                                lambda params, **_: calls.append(dict(params)))
+    said = [setup._bring_up_to_date(client, env, 64) for env in stale.values()]
+    assert all("IMDSv2" in line for line in said), said
+    wanted = {"launchTemplate": {"launchTemplateName": batch.LAUNCH_TEMPLATE, "version": "$Latest"}}
+    assert {c["computeEnvironment"]: c["computeResources"] for c in calls} == {
+        batch.COMPUTE_ENVIRONMENT: wanted, batch.GPU_COMPUTE_ENVIRONMENT: wanted}
 
 
 def test_a_gpu_sweep_becomes_one_array_job_with_the_right_definition(aws_env, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ JOB_QUEUE = "submitter"
 GPU_JOB_QUEUE = "submitter-gpu"
 INSTANCE_ROLE = "submitter-batch-instance"
 SECURITY_GROUP = "submitter-batch"
+LAUNCH_TEMPLATE = "submitter-batch-hosts"
 CPU_INSTANCE_TYPES = ["optimal"]  # Batch's current C/M/R families, sized to the queued jobs
 GPU_INSTANCE_TYPES = ["g4dn", "g5", "g6"]  # families: Batch picks the size that fits the job
 ALLOCATION = "SPOT_PRICE_CAPACITY_OPTIMIZED"
@@ -154,6 +155,17 @@ def submit_params(plan: Plan, definition_arn: str, queue: str) -> dict[str, Any]
     return params
 
 
+def host_launch_template() -> dict[str, Any]:
+    """What every Batch container host launches with: IMDSv2 only with a hop limit of 1 (a request forged
+    through the job, e.g. SSRF, gets no token) and an encrypted root volume (the job's data lives on it).
+    ECS-EC2 Batch jobs use host networking (Batch User Guide, "Networking modes for AWS Batch jobs"), so the
+    hop limit does not keep a job's own code from IMDS: docs/batch.md says what that leaves open."""
+    return {
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"Encrypted": True, "VolumeType": "gp3"}}],
+    }
+
+
 def compute_environment_params(name: str, instance_types: list[str], max_vcpus: int, subnets: list[str],
                                security_group: str, instance_profile: str, service_role: str) -> dict[str, Any]:
     return {
@@ -171,6 +183,7 @@ def compute_environment_params(name: str, instance_types: list[str], max_vcpus: 
             "subnets": subnets,
             "securityGroupIds": [security_group],
             "instanceRole": instance_profile,
+            "launchTemplate": {"launchTemplateName": LAUNCH_TEMPLATE, "version": "$Latest"},
             "tags": dict(TAGS),
         },
         "tags": dict(TAGS),

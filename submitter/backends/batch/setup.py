@@ -18,9 +18,11 @@ from submitter.backends.batch.job import (
     GPU_JOB_QUEUE,
     INSTANCE_ROLE,
     JOB_QUEUE,
+    LAUNCH_TEMPLATE,
     SECURITY_GROUP,
     TAGS,
     compute_environment_params,
+    host_launch_template,
 )
 from submitter.settings import Settings
 
@@ -38,8 +40,9 @@ def ensure_batch(aws: Aws, settings: Settings, say: Callable[[str], None]) -> di
     subnets = ec2_api.default_subnets(ec2, None)
     group = ec2_api.ensure_security_group(ec2, SECURITY_GROUP, "submitter AWS Batch hosts: no inbound rules",
                                           subnets[0], TAGS)
+    template = ec2_api.ensure_launch_template(ec2, LAUNCH_TEMPLATE, host_launch_template(), TAGS)
     result: dict[str, Any] = {"service_role": service_role, "instance_profile": profile, "security_group": group,
-                              "subnets": subnets, "compute_environments": {}, "job_queues": {}}
+                              "subnets": subnets, "launch_template": template, "compute_environments": {}, "job_queues": {}}
     for env_name, queue_name, types in ((COMPUTE_ENVIRONMENT, JOB_QUEUE, CPU_INSTANCE_TYPES),
                                         (GPU_COMPUTE_ENVIRONMENT, GPU_JOB_QUEUE, GPU_INSTANCE_TYPES)):
         found = batch_api.compute_environment(batch, env_name)
@@ -49,12 +52,7 @@ def ensure_batch(aws: Aws, settings: Settings, say: Callable[[str], None]) -> di
             say(f"created compute environment {env_name} (spot, {', '.join(types)}, "
                 f"0..{settings.batch_max_vcpus} vCPUs)")
         else:
-            current = int(found.get("computeResources", {}).get("maxvCpus", 0))
-            if current != settings.batch_max_vcpus:
-                batch_api.update_max_vcpus(batch, env_name, settings.batch_max_vcpus)
-                say(f"compute environment {env_name}: max vCPUs {current} -> {settings.batch_max_vcpus}")
-            else:
-                say(f"found compute environment {env_name}")
+            say(_bring_up_to_date(batch, found, settings.batch_max_vcpus))
         env = batch_api.wait_valid(lambda n: batch_api.compute_environment(batch, n), env_name,
                                    "compute environment")
         result["compute_environments"][env_name] = env["computeEnvironmentArn"]
@@ -68,3 +66,24 @@ def ensure_batch(aws: Aws, settings: Settings, say: Callable[[str], None]) -> di
         queue = batch_api.wait_valid(lambda n: batch_api.job_queue(batch, n), queue_name, "job queue")
         result["job_queues"][queue_name] = queue["jobQueueArn"]
     return result
+
+
+def _bring_up_to_date(batch: Any, found: dict[str, Any], max_vcpus: int) -> str:
+    """Update an existing environment's vCPU cap and host launch template (one made by an earlier version has
+    none: its hosts allowed IMDSv1); says what changed."""
+    name = found["computeEnvironmentName"]
+    resources = found.get("computeResources", {})
+    changes: dict[str, Any] = {}
+    said = []
+    current = int(resources.get("maxvCpus", 0))
+    if current != max_vcpus:
+        changes["maxvCpus"] = max_vcpus
+        said.append(f"max vCPUs {current} -> {max_vcpus}")
+    wanted = compute_environment_params(name, [], max_vcpus, [], "", "", "")["computeResources"]["launchTemplate"]
+    if (resources.get("launchTemplate") or {}).get("launchTemplateName") != wanted["launchTemplateName"]:
+        changes["launchTemplate"] = wanted
+        said.append(f"hosts now launch from {wanted['launchTemplateName']} (IMDSv2, encrypted root volume)")
+    if not changes:
+        return f"found compute environment {name}"
+    batch_api.update_compute_resources(batch, name, changes)
+    return f"compute environment {name}: " + "; ".join(said)
