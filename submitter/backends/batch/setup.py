@@ -42,7 +42,8 @@ def ensure_batch(aws: Aws, settings: Settings, say: Callable[[str], None]) -> di
                                           subnets[0], TAGS)
     template = ec2_api.ensure_launch_template(ec2, LAUNCH_TEMPLATE, host_launch_template(), TAGS)
     result: dict[str, Any] = {"service_role": service_role, "instance_profile": profile, "security_group": group,
-                              "subnets": subnets, "launch_template": template, "compute_environments": {}, "job_queues": {}}
+                              "subnets": subnets, "launch_template": template, "compute_environments": {},
+                              "job_queues": {}}
     for env_name, queue_name, types in ((COMPUTE_ENVIRONMENT, JOB_QUEUE, CPU_INSTANCE_TYPES),
                                         (GPU_COMPUTE_ENVIRONMENT, GPU_JOB_QUEUE, GPU_INSTANCE_TYPES)):
         found = batch_api.compute_environment(batch, env_name)
