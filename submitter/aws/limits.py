@@ -24,6 +24,13 @@ Sources (AWS documentation, as of 2026):
 - AWS Batch: job, job queue, compute environment and job definition names up to 128 characters of letters,
   digits, hyphens and underscores, starting with a letter or digit; array size 2 to 10,000 (Batch API
   Reference, SubmitJob / RegisterJobDefinition / ArrayProperties).
+- IAM role trust policy: 2,048 characters by default, whitespace not counted (adjustable to 4,096; IAM User Guide,
+  "IAM and AWS STS quotas": "Role trust policy length").
+- EC2 security group name: "Up to 255 characters in length. Cannot start with sg-." of a-z, A-Z, 0-9, spaces and
+  ._-:/()#,@[]+=&;{}!$* (EC2 API Reference, CreateSecurityGroup, GroupName).
+- SSM parameter name: "The maximum length for a parameter name that you create is 1011 characters. This includes
+  the characters in the ARN that precede the name you specify, such as arn:aws:ssm:us-east-2:111122223333:parameter/"
+  (Systems Manager API Reference, PutParameter, Name).
 - ECR repository name: 2 to 256 characters, lowercase, `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`
   (ECR API Reference, CreateRepository).
 """
@@ -60,6 +67,8 @@ BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 BATCH_ARRAY_SIZE = (2, 10_000)
 ECR_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 ECR_REPOSITORY_CHARS = (2, 256)
+IAM_TRUST_POLICY_CHARS = 2_048
+EC2_SECURITY_GROUP_NAME = re.compile(r"^(?!sg-)[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
 
 
 @dataclass(frozen=True)
