@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from submitter.spec.values import (
     ENV_NAME,
@@ -16,13 +16,17 @@ from submitter.spec.values import (
     Duration,
     Grace,
     TextMap,
-    absolute_dir,
+    container_dir,
+    finite,
+    host_path,
+    image_reference,
     scalar_text,
 )
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan=False: a float field that none of the validators below names still refuses .inf and .nan.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class ImageSpec(_Model):
@@ -39,10 +43,13 @@ class ImageSpec(_Model):
 
     @field_validator("uri")
     @classmethod
-    def _uri_pinned(cls, value: str | None) -> str | None:
-        if value is not None and ("/" not in value or " " in value):
-            raise ValueError("expected an image reference like ACCOUNT.dkr.ecr.REGION.amazonaws.com/repo@sha256:...")
-        return value
+    def _uri_reference(cls, value: str | None) -> str | None:
+        return None if value is None else image_reference(value)
+
+    @field_validator("dockerfile", "context", mode="before")
+    @classmethod
+    def _host_paths(cls, value: Any) -> Any:
+        return host_path(value)
 
 
 class Resources(_Model):
@@ -52,6 +59,11 @@ class Resources(_Model):
     volume_gb: int = Field(default=30, ge=1, le=16384)
     gpus: Literal["auto"] | int = "auto"
     backend: Literal["pool", "batch"] = "pool"  # pool: our own spot worker group; batch: AWS Batch (docs/batch.md)
+
+    @field_validator("max_price", mode="before")
+    @classmethod
+    def _finite_price(cls, value: Any) -> Any:
+        return finite(value)
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -89,6 +101,11 @@ class Input(_Model):
     source: str
     target: str
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _plain_source(cls, value: Any) -> Any:
+        return host_path(value)
+
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
@@ -99,12 +116,10 @@ class Input(_Model):
             raise ValueError(f"{value!r}: sources are local paths or s3:// URIs")
         return value
 
-    @field_validator("target")
+    @field_validator("target", mode="before")
     @classmethod
-    def _target(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"expected an absolute container path under volume_mount, got {value!r}")
-        return "/" + value.strip("/")
+    def _target(cls, value: Any) -> str:
+        return container_dir(value, "/data/train (under volume_mount)")
 
 
 MAX_PERMISSION_PREFIXES = 20  # per list: a job's role policy stays far below IAM's 10 KB inline limit
@@ -142,6 +157,11 @@ class Limits(_Model):
     max_cost: float | None = Field(default=None, gt=0)
     stop_grace: Grace = 90.0  # SIGTERM, then SIGKILL after this (spot notice, cancel, limits); a notice may shorten it
 
+    @field_validator("max_cost", mode="before")
+    @classmethod
+    def _finite_cost(cls, value: Any) -> Any:
+        return finite(value)
+
 
 class Queue(_Model):
     max_workers: int = Field(default=1, ge=1, le=100)
@@ -161,7 +181,7 @@ class JobSpec(_Model):
     resources: Resources
     volume_mount: str = "/data"
     inputs: list[Input] = Field(default_factory=list)
-    outputs: str = "/outputs"
+    outputs: str = Field(default="/outputs", validate_default=True)  # checked against volume_mount too
     checkpoints: str | None = None
     limits: Limits = Field(default_factory=Limits)
     sweep: dict[str, list[str]] = Field(default_factory=dict)
@@ -173,7 +193,8 @@ class JobSpec(_Model):
     @classmethod
     def _name(cls, value: Any) -> Any:
         if not isinstance(value, str) or not NAME.match(value):
-            raise ValueError(f"expected 1 to 40 characters of a-z, 0-9 and '-', got {value!r}")
+            raise ValueError(f"expected 1 to 40 characters of a-z, 0-9 and '-', starting with a letter or digit, "
+                             f"got {value!r}")
         return value
 
     @field_validator("command", mode="before")
@@ -212,8 +233,26 @@ class JobSpec(_Model):
 
     @field_validator("volume_mount", "outputs", "checkpoints", mode="before")
     @classmethod
-    def _container_dirs(cls, value: Any, info: Any) -> Any:
-        return None if value is None else absolute_dir(value, info.field_name)
+    def _container_dirs(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        here = container_dir(value, f"/{info.field_name}")
+        # On a pool worker each of the three is a mount of its own, and one inside another hides what is below
+        # it (an input staged to /data/out vanishes under an outputs mount there); under AWS Batch they are plain
+        # directories, so outputs would also upload the checkpoints. Either way the run would not do what it says.
+        for other in ("volume_mount", "outputs"):
+            there = info.data.get(other) if other != info.field_name else None
+            if there is None:
+                continue
+            if here == there:
+                clash = f"is the same directory as {other}"
+            elif here.startswith(there + "/") or there.startswith(here + "/"):
+                clash = f"{here} and {other} {there} lie inside one another"
+            else:
+                continue
+            raise ValueError(f"{clash}; volume_mount, outputs and checkpoints need separate directories, like "
+                             "/data, /outputs and /checkpoints")
+        return here
 
     @field_validator("sweep", mode="before")
     @classmethod
@@ -242,11 +281,6 @@ class JobSpec(_Model):
         clash = sorted(set(self.env) & set(self.sweep))
         if clash:
             raise ValueError(f"{clash[0]} is set in both env and sweep; keep it in one of them")
-        dirs = {"volume_mount": self.volume_mount, "outputs": self.outputs}
-        if self.checkpoints:
-            dirs["checkpoints"] = self.checkpoints
-        if len(set(dirs.values())) != len(dirs):
-            raise ValueError(f"volume_mount, outputs and checkpoints must be different directories: {dirs}")
         combos = 1
         for values in self.sweep.values():
             combos *= len(values)

@@ -21,7 +21,7 @@ resources:
 # (id, spec text, expected line, expected field path, expected words in the message)
 CASES = [
     ("bad-name", "name: Exp_1\ncommand: [python]\nresources: {instance_types: [c5.large]}\n",
-     1, "name", "expected 1 to 40 characters of a-z, 0-9 and '-', got 'Exp_1'"),
+     1, "name", "expected 1 to 40 characters of a-z, 0-9 and '-', starting with a letter or digit, got 'Exp_1'"),
     ("name-too-long", f"name: {'a' * 41}\ncommand: [python]\nresources: {{instance_types: [c5.large]}}\n",
      1, "name", "expected 1 to 40 characters"),
     ("missing-name", "command: [python]\nresources: {instance_types: [c5.large]}\n",
@@ -74,7 +74,8 @@ CASES = [
      7, "inputs.0.source", "is not an S3 URI"),
     ("dockerfile-missing", VALID + "image:\n  dockerfile: ../nope/Dockerfile\n",
      7, "image.dockerfile", "no file at"),
-    ("uri-and-dockerfile", VALID + "image:\n  uri: 1.dkr.ecr.us-east-1.amazonaws.com/r@sha256:ab\n  dockerfile: D\n",
+    ("uri-and-dockerfile",
+     VALID + "image:\n  uri: 1.dkr.ecr.us-east-1.amazonaws.com/r@sha256:" + "ab" * 32 + "\n  dockerfile: D\n",
      6, "image", "give either uri (a prebuilt image) or dockerfile/context/build_args, not both"),
     ("workers-zero", VALID + "queue: {max_workers: 0}\n",
      6, "queue.max_workers", "greater than or equal to 1"),
