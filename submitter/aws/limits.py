@@ -33,6 +33,11 @@ Sources (AWS documentation, as of 2026):
   (Systems Manager API Reference, PutParameter, Name).
 - ECR repository name: 2 to 256 characters, lowercase, `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`
   (ECR API Reference, CreateRepository).
+- SQS since August 2025: "The maximum size is 1 MiB or 1,048,576 bytes" for a message, its attributes included, and
+  for a batch in total; a queue's MaximumMessageSize is 1,024 to 1,048,576 bytes, default 1,048,576 (SQS API
+  Reference, SendMessage / SendMessageBatch / SetQueueAttributes). SQS_MESSAGE_BYTES above is the former limit.
+- SSM parameter value: "Standard parameters have a value limit of 4 KB. Advanced parameters have a value limit of
+  8 KB." (Systems Manager API Reference, PutParameter, Value).
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ ECR_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._
 ECR_REPOSITORY_CHARS = (2, 256)
 IAM_TRUST_POLICY_CHARS = 2_048
 EC2_SECURITY_GROUP_NAME = re.compile(r"^(?!sg-)[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{1,255}$")
+SQS_MESSAGE_BYTES_MAX = 1_048_576  # what SQS accepts now (message or batch); a queue may set less
+SSM_ADVANCED_VALUE_BYTES = 8192
 
 
 @dataclass(frozen=True)
