@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from submitter import backends, contract, tracking
+from submitter import backends, contract, plan_limits, tracking
 from submitter import settings as settings_mod
 from submitter.aws import ec2 as ec2_api
 from submitter.aws import s3 as s3_api
@@ -80,6 +80,8 @@ def submit(
         plan = make_plan(loaded, settings, prices(aws, loaded), account=account, submission=submission,
                          backend=backend)
         backends.for_plan(plan).describe(plan)  # the backend's part is checked too, before anything is built
+        plan_limits.check(plan)  # and AWS's limits on what it will create
+        plan_limits.check_secret_values(secrets)
         planned.append((plan, secrets))
     # Every image before any launch: a failing build of the second spec must not leave the first running.
     from submitter.aws.ecr import TokenCache

@@ -135,9 +135,8 @@ def make_plan(
     now = now or datetime.now(timezone.utc)
     if submission is None:
         submission = submission_id(spec.name, now, token or secrets.token_hex(3))
-    elif not re.fullmatch(re.escape(spec.name) + r"-\d{8}-\d{6}-[0-9a-f]{6}", submission):
-        raise UsageError("--id", f"{submission!r} is not a submission id of job {spec.name!r}",
-                         f"use an id like {spec.name}-20261126-070000-abc123 from an earlier submit")
+    else:
+        check_submission(spec.name, submission)
     runs = expand(spec, submission)
     region = spec.resources.region or settings.region
     warnings: list[str] = []
@@ -174,6 +173,13 @@ def make_plan(
         loaded=loaded,
         warnings=warnings,
     )
+
+
+def check_submission(job: str, submission: str) -> None:
+    """`submission` (submit --id) is an id an earlier submit of job `job` made; a UsageError otherwise."""
+    if not re.fullmatch(re.escape(job) + r"-\d{8}-\d{6}-[0-9a-f]{6}", submission):
+        raise UsageError("--id", f"{submission!r} is not a submission id of job {job!r}",
+                         f"use an id like {job}-20261126-070000-abc123 from an earlier submit")
 
 
 # ---------------------------------------------------------------------------------------------- parts

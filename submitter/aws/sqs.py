@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from submitter.aws import limits
 from submitter.aws.errors import translate
 
 if TYPE_CHECKING:
@@ -41,11 +42,30 @@ def ensure_queue(sqs: Any, name: str, dlq_name: str, visibility: int, retention:
     return url, True
 
 
-def send_runs(sqs: Any, url: str, bodies: list[dict[str, Any]]) -> None:
+def body(message: dict[str, Any]) -> str:
+    """A run message as SQS receives it: the plan measures this text against SQS's size limit."""
+    return json.dumps(message)
+
+
+def batches(bodies: list[str]) -> list[list[str]]:
+    """`bodies` in order, grouped as SendMessageBatch takes them: at most 10 entries and 256 KiB together (a
+    sweep of large envs would otherwise fail with BatchRequestTooLong after some runs were queued)."""
+    groups: list[list[str]] = []
+    size = 0
+    for text in bodies:
+        length = len(text.encode())
+        if not groups or len(groups[-1]) == limits.SQS_BATCH_ENTRIES or size + length > limits.SQS_MESSAGE_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(text)
+        size += length
+    return groups
+
+
+def send_runs(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
     with translate("sqs", "SendMessageBatch"):
-        for start in range(0, len(bodies), 10):
-            batch = bodies[start:start + 10]
-            entries = [{"Id": str(i), "MessageBody": json.dumps(b)} for i, b in enumerate(batch)]
+        for batch in batches([body(m) for m in messages]):
+            entries = [{"Id": str(i), "MessageBody": text} for i, text in enumerate(batch)]
             result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
             if result.get("Failed"):
                 failed = result["Failed"][0]

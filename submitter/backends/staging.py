@@ -21,6 +21,7 @@ from submitter.plan import Plan
 from submitter.progress import Progress
 
 UPLOAD_THREADS = 8
+DIGEST_CHARS = 32  # a staged input's prefix is Layout.input(DIGEST)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def _stage_input(s3: S3, plan: Plan, source: str, target: str, progress: Progres
     if source.startswith("s3://"):
         return StagedInput(source, target, "dir" if source.endswith("/") else "file")
     local = plan.loaded.local_inputs[source]
-    files = _files(local)
+    files = input_files(local)
     digest = _tree_digest(local, files)
     prefix = plan.layout.input(digest)
     kind = "dir" if local.is_dir() else "file"
@@ -55,7 +56,9 @@ def _stage_input(s3: S3, plan: Plan, source: str, target: str, progress: Progres
     return StagedInput(uri, target, kind)
 
 
-def _files(local: Path) -> list[tuple[str, Path]]:
+def input_files(local: Path) -> list[tuple[str, Path]]:
+    """The files of a local input as (key below its staged prefix, path): what is uploaded, and what the plan
+    measures against S3's key limit."""
     if local.is_file():
         return [(local.name, local)]
     found = []
@@ -74,7 +77,7 @@ def _tree_digest(local: Path, files: list[tuple[str, Path]]) -> str:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
         digest.update(b"\0")
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:DIGEST_CHARS]
 
 
 def put_secrets(aws: Aws, plan: Plan, secrets: dict[str, str]) -> None:

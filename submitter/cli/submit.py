@@ -38,10 +38,12 @@ def submit(
         settings = replace(settings, ssh_key=ssh_key)
     specs = spec_mod.load_many(files)
     if dry_run:
-        from submitter import backends
+        from submitter import backends, plan_limits
 
         plans = [planning.make_plan(s, settings, planning.lookup_prices(s, settings), submission=submission,
                                     backend=backend) for s in specs]
+        for p in plans:
+            plan_limits.check(p)  # the refusal a real submit would meet, before anything is created
         if as_json:
             shown = [backends.dry_run(p) for p in plans]
             print_json(shown[0] if len(shown) == 1 else shown)
