@@ -236,7 +236,7 @@ class JobSpec(_Model):
     def _container_dirs(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return None
-        here = container_dir(value, f"/{info.field_name}")
+        here = container_dir(value, "/data" if info.field_name == "volume_mount" else f"/{info.field_name}")
         # On a pool worker each of the three is a mount of its own, and one inside another hides what is below
         # it (an input staged to /data/out vanishes under an outputs mount there); under AWS Batch they are plain
         # directories, so outputs would also upload the checkpoints. Either way the run would not do what it says.
