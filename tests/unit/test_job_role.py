@@ -17,11 +17,11 @@ from submitter.settings import Settings
 from submitter.spec import load
 
 NOW = datetime(2026, 11, 26, 7, 0, 0, tzinfo=timezone.utc)
-BASE = """\
+BASE = f"""\
 name: perm
 command: [python, train.py]
-image: {uri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/train@sha256:abc"}
-resources: {instance_types: [c5.large]}
+image: {{uri: "123456789012.dkr.ecr.us-east-1.amazonaws.com/train@sha256:{'abc'.ljust(64, '0')}"}}
+resources: {{instance_types: [c5.large]}}
 """
 PERMISSIONS = """\
 permissions:
