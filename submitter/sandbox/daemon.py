@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from submitter.sandbox import fidelity, iam, prices
+from submitter.sandbox import fidelity, iam, limits, prices
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -137,6 +137,7 @@ def main(argv: list[str]) -> int:
     endpoint = f"http://127.0.0.1:{ports['moto']}"
     install_price_table()
     fidelity.install()  # spot groups launch the way EC2 does (type, AZ, IMDS options, AMI)
+    limits.install()  # AWS's server-side limits (sizes, names, tags) refused as AWS refuses them
     from submitter.sandbox import sshd
 
     sshd.install_console_output()  # instances launched with a key pair show their SSH host keys there
