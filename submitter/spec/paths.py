@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -31,38 +32,15 @@ def resolve(path: Path, root: yaml.Node, spec: JobSpec) -> tuple[LoadedSpec, lis
 
     dockerfile = context = None
     if not spec.image.uri:
-        if spec.image.dockerfile:
-            dockerfile = _real(base / spec.image.dockerfile)
-            if dockerfile is None:
-                problem(["image", "dockerfile"], f"{base / spec.image.dockerfile} is a loop of symbolic links")
-            elif not dockerfile.is_file():
-                problem(["image", "dockerfile"], f"no file at {dockerfile}")
-        else:
-            dockerfile = _find_upwards(base, DEFAULT_DOCKERFILE)
-            if dockerfile is None:
-                problems.append(SpecProblem(file, _line(root, ["image"]) if "image" in _keys(root) else None,
-                                            "image.dockerfile",
-                                            f"no {DEFAULT_DOCKERFILE} next to the spec or in its parent "
-                                            "directories; set image.dockerfile or image.uri"))
-        if spec.image.context:
-            context = _real(base / spec.image.context)
-            if context is None:
-                problem(["image", "context"], f"{base / spec.image.context} is a loop of symbolic links")
-            elif not context.is_dir():
-                problem(["image", "context"], f"no directory at {context}")
-        elif dockerfile is not None:
-            context = dockerfile.parent
-        if context is not None:
-            wrong = _wrong_context(context)
-            if wrong and not spec.image.context:
-                problem(["image", "dockerfile"], f"{wrong} (without image.context, the Dockerfile's directory)")
-            elif wrong:
-                problem(["image", "context"], wrong)
-            elif dockerfile is not None and dockerfile.is_file() and not dockerfile.is_relative_to(context):
-                problem(["image", "dockerfile"],
-                        f"{dockerfile} is outside the build context {context}; docker builds from the context "
-                        "alone, so keep the Dockerfile inside it (move it, or set image.context to a directory "
-                        "that holds both)")
+        try:
+            dockerfile, context = _build(base, spec, problem)
+        except OSError as exc:  # a name too long, a directory that cannot be searched...
+            problem(["image"], f"{exc.filename}: {exc.strerror}; fix image.dockerfile / image.context")
+    if spec.image.uri is None and not spec.image.dockerfile and dockerfile is None and not problems:
+        problems.append(SpecProblem(file, _line(root, ["image"]) if "image" in _keys(root) else None,
+                                    "image.dockerfile",
+                                    f"no {DEFAULT_DOCKERFILE} next to the spec or in its parent "
+                                    "directories; set image.dockerfile or image.uri"))
     project = project_dir(base, context)
     local_inputs: dict[str, Path] = {}
     for i, item in enumerate(spec.inputs):
@@ -71,12 +49,49 @@ def resolve(path: Path, root: yaml.Node, spec: JobSpec) -> tuple[LoadedSpec, lis
                                              "inputs are staged onto the data volume")
         if not item.source.startswith("s3://"):
             local = _real(base / item.source)
-            wrong = (_wrong_source(base, item.source, local, project) if local is not None
-                     else f"{base / item.source} is a loop of symbolic links")
+            try:
+                wrong = (_wrong_source(base, item.source, local, project) if local is not None
+                         else f"{base / item.source} is a loop of symbolic links")
+            except OSError as exc:
+                wrong = f"{exc.filename}: {exc.strerror}; give a file or directory that can be read"
             if wrong:
                 problem(["inputs", i, "source"], wrong)
             local_inputs[item.source] = local or base / item.source
     return LoadedSpec(path, spec, dockerfile, context, local_inputs), problems
+
+
+def _build(base: Path, spec: JobSpec, problem: Callable[[list[str | int], str], None]) -> tuple[Path | None,
+                                                                                                Path | None]:
+    """The Dockerfile and build context a spec names (or the default found above it), each problem reported."""
+    dockerfile = context = None
+    if spec.image.dockerfile:
+        dockerfile = _real(base / spec.image.dockerfile)
+        if dockerfile is None:
+            problem(["image", "dockerfile"], f"{base / spec.image.dockerfile} is a loop of symbolic links")
+        elif not dockerfile.is_file():
+            problem(["image", "dockerfile"], f"no file at {dockerfile}")
+    else:
+        dockerfile = _find_upwards(base, DEFAULT_DOCKERFILE)
+    if spec.image.context:
+        context = _real(base / spec.image.context)
+        if context is None:
+            problem(["image", "context"], f"{base / spec.image.context} is a loop of symbolic links")
+        elif not context.is_dir():
+            problem(["image", "context"], f"no directory at {context}")
+    elif dockerfile is not None:
+        context = dockerfile.parent
+    if context is not None:
+        wrong = _wrong_context(context)
+        if wrong and not spec.image.context:
+            problem(["image", "dockerfile"], f"{wrong} (without image.context, the Dockerfile's directory)")
+        elif wrong:
+            problem(["image", "context"], wrong)
+        elif dockerfile is not None and dockerfile.is_file() and not dockerfile.is_relative_to(context):
+            problem(["image", "dockerfile"],
+                    f"{dockerfile} is outside the build context {context}; docker builds from the context "
+                    "alone, so keep the Dockerfile inside it (move it, or set image.context to a directory "
+                    "that holds both)")
+    return dockerfile, context
 
 
 def project_dir(spec_dir: Path, context: Path | None) -> Path:
@@ -88,7 +103,7 @@ def project_dir(spec_dir: Path, context: Path | None) -> Path:
     """
     home = _home()
     for directory in (spec_dir, *spec_dir.parents):
-        if (directory / ".git").exists() and directory != Path("/") and directory != home:
+        if os.path.lexists(directory / ".git") and directory != Path("/") and directory != home:
             return directory
     if context is not None and spec_dir.is_relative_to(context) and _wrong_context(context) is None:
         return context

@@ -347,3 +347,12 @@ def test_the_repository_s_specs_and_the_readme_example_still_load(tmp_path: Path
     (tmp_path / "jobs" / "exp1.yaml").write_text(example)
     loaded = load(tmp_path / "jobs" / "exp1.yaml")
     assert loaded.context == tmp_path and loaded.spec.outputs == "/outputs"
+
+
+@pytest.mark.parametrize("body,field", [
+    (f"inputs:\n  - {{source: {'a' * 300}, target: /data/a}}\n", "inputs.0.source"),
+    (f"image: {{dockerfile: {'a' * 300}}}\n", "image"),
+    (f"image: {{context: {'a' * 300}/x}}\n", "image"),
+])
+def test_a_path_the_system_cannot_look_up_is_a_spec_error(project: Path, body: str, field: str) -> None:
+    _refused(project / "job.yaml", VALID + body, field, "File name too long")
