@@ -106,6 +106,29 @@ def install() -> None:
 
         create_aws_request.signed_path = True  # type: ignore[attr-defined]
         IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
+    _refuse_sessions_of_deleted_roles()
+
+
+def _refuse_sessions_of_deleted_roles() -> None:
+    """STS credentials of a role that has since been deleted: refused as an invalid token (403:
+    InvalidClientTokenId; S3 InvalidAccessKeyId; EC2 AuthFailure), where moto looked the role up while evaluating
+    the request and answered 500."""
+    from moto.iam.access_control import AssumedRoleAccessKey, CreateAccessKeyFailure
+    from moto.iam.exceptions import NotFoundException
+
+    original = AssumedRoleAccessKey.__init__
+    if getattr(original, "deleted_role", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        try:
+            self.backend.get_role(self._owner_role_name)
+        except NotFoundException:
+            raise CreateAccessKeyFailure(reason="InvalidId") from None
+
+    __init__.deleted_role = True  # type: ignore[attr-defined]
+    AssumedRoleAccessKey.__init__ = __init__  # type: ignore[method-assign]
 
 
 def create_admin(account: str) -> tuple[str, str]:

@@ -132,3 +132,25 @@ def test_iam_wildcards_and_principals_as_aws_reads_them() -> None:
     assert not iam.matches("arn:aws:s3:::b.c/*", "arn:aws:s3:::bxc/k")  # `.` is literal
     names = iam._principals("arn:aws:sts::123456789012:assumed-role/worker/i-0abc")
     assert "arn:aws:iam::123456789012:role/worker" in names
+
+
+def test_credentials_of_a_deleted_role_are_refused_with_403_not_an_internal_error(enforcing, tmp_path: Path) -> None:
+    admin, account = enforcing
+    admin.client("s3").create_bucket(Bucket="gonebkt")
+    plan = _plan(tmp_path, token="dead00")
+    worker = _instance_session(admin, account, plan)
+    assert _code(lambda: worker.client("s3").head_bucket(Bucket="gonebkt")) != "InvalidAccessKeyId"
+    role = pool_plan(plan).names.role
+    admin.client("iam").delete_role_policy(RoleName=role, PolicyName="submitter")
+    admin.client("iam").delete_role(RoleName=role)
+    # moto looked the role up while evaluating the request and answered 500 (NoSuchEntity in its log). moto
+    # writes its authentication errors as XML, which a JSON-protocol client (SQS, SSM, ECR) reads as a bare 403.
+    for call, code in ((lambda: worker.client("sts").get_caller_identity(), "InvalidClientTokenId"),
+                       (lambda: worker.client("sqs").list_queues(), "403"),
+                       (lambda: worker.client("s3").list_objects_v2(Bucket="gonebkt"), "InvalidAccessKeyId")):
+        try:
+            call()
+        except ClientError as err:
+            assert (err.response["Error"]["Code"], err.response["ResponseMetadata"]["HTTPStatusCode"]) == (code, 403)
+        else:
+            raise AssertionError("a deleted role's credentials were accepted")
