@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from submitter.cli import ids
 from submitter.cli.base import say, settings_of
 
 
@@ -23,6 +24,7 @@ def ssh(
     from submitter import connect
     from submitter.access import ssh as ssh_mod
 
+    ids.run(run)
     settings = connect.resolve(settings_of(ctx))
     code = ssh_mod.ssh(connect.aws(settings), settings, run, command or [], cidr, say)
     if code:
@@ -43,6 +45,8 @@ def notebook(
     from submitter import connect
     from submitter.notebook import open_notebook
 
+    if not Path(target).is_file():  # a spec file is loaded and checked as a spec
+        ids.run(target, "SPEC|RUN")
     settings = connect.resolve(settings_of(ctx))
 
     def ready(nb: Any) -> None:

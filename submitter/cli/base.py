@@ -4,6 +4,7 @@ and maps them to exit codes, the settings every command starts from, and the ent
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -89,7 +90,28 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    """`value` as strict JSON (RFC 8259: no NaN or Infinity, which JSON parsers refuse), or a clear error naming
+    where the value that JSON cannot carry is; nothing is printed then."""
+    try:
+        text = json.dumps(value, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        where = _non_finite(value) or "the output"
+        raise SubmitterError("--json", f"{where} is not a finite number, which JSON cannot carry",
+                             "run the command without --json to see it; a price or cost this large points at "
+                             "a bad value in a status document or a spec") from None
+    sys.stdout.write(text + "\n")
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path (`runs[0].cost`) of the first NaN or infinite float in `value`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path or 'the value'} ({value})"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
 
 
 def say(text: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import typer
 
+from submitter.cli import ids
 from submitter.cli.base import print_json, say, settings_of
 
 
@@ -59,6 +61,7 @@ def logs(ctx: typer.Context, instance_id: str = typer.Argument(..., help="Instan
     """An instance's boot output (like cloud-init-output.log)."""
     from submitter.sandbox import api
 
+    ids.instance(instance_id)
     sys.stdout.write(api.logs(settings_of(ctx), instance_id))
 
 
@@ -68,7 +71,11 @@ def interrupt(
     notice: float = typer.Option(120.0, "--notice", help="Seconds between the notice and termination."),
 ) -> None:
     """Schedule a spot interruption: IMDS shows the notice, then the instance is terminated."""
+    from submitter.errors import UsageError
     from submitter.sandbox import api
 
+    ids.instance(instance_id)
+    if not math.isfinite(notice):
+        raise UsageError("--notice", f"{notice} is not a number of seconds", "give seconds, e.g. --notice 40")
     result = api.interrupt(settings_of(ctx), instance_id, notice)
     typer.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from submitter import contract
+from submitter.cli import ids
 from submitter.cli.base import print_json, say, settings_of
 
 
@@ -31,12 +32,17 @@ def submit(
     from submitter import plan as planning
     from submitter import spec as spec_mod
 
+    if submission is not None:
+        ids.submission(submission)
     settings = connect.resolve(settings_of(ctx))
     if ssh_key:
         from dataclasses import replace
 
         settings = replace(settings, ssh_key=ssh_key)
     specs = spec_mod.load_many(files)
+    if submission is not None:
+        for loaded in specs:  # before any AWS call: the id must be one of this job's
+            planning.check_submission(loaded.spec.name, submission)
     if dry_run:
         from submitter import backends, plan_limits
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from submitter.cli import ids
 from submitter.cli.base import print_json, say, settings_of
 from submitter.settings import Settings
 
@@ -22,6 +23,8 @@ def status(
     """Runs and their state, instance, price and cost so far."""
     from submitter import tracking
 
+    if target:
+        ids.target(target)
     settings, s3, where = _tracking(ctx)
     if target:
         run_ids = tracking.resolve(s3, where, target)
@@ -60,6 +63,7 @@ def logs(
     """A run's container log (or its agent log), from S3 (no SSH needed)."""
     from submitter import tracking
 
+    ids.run(run)
     _, s3, where = _tracking(ctx)
     tracking.print_logs(s3, where, run, sys.stdout, follow=follow, agent=agent, say=say)
 
@@ -72,6 +76,7 @@ def results(
     """Download a run's outputs from S3."""
     from submitter import tracking
 
+    ids.target(target)
     _, s3, where = _tracking(ctx)
     run_ids = tracking.resolve(s3, where, target)
     from rich.console import Console
@@ -105,6 +110,7 @@ def cancel(
     if not yes and not sys.stdin.isatty():
         raise UsageError("submitter cancel", "not confirmed (no terminal to ask on)",
                          f"run `submitter cancel {target} --yes`")
+    ids.run_or_submission(target)
     settings, s3, where = _tracking(ctx)
     scope = cancel_mod.scope(s3, where, target)
     if not yes and not typer.confirm(f"cancel {scope.describe()}?"):
@@ -139,6 +145,8 @@ def cost(
                  else datetime.now(timezone.utc) - timedelta(days=7))
     except ValueError:
         raise UsageError("--since", f"{since!r} is not a date", "use YYYY-MM-DD, e.g. --since 2026-11-01") from None
+    if target:
+        ids.target(target)
     settings, s3, where = _tracking(ctx)
     run_ids = (tracking.resolve(s3, where, target) if target else
                [r for sub in tracking.submissions_since(s3, where, start) for r in tracking.runs_of(s3, where, sub)])

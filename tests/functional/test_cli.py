@@ -16,6 +16,7 @@ from submitter.cli import app
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ["submit", "status", "logs", "results", "cancel", "cost", "prices", "gc", "ssh", "notebook",
             "init", "doctor", "sandbox"]
+RUN = "exp1-20261126-070000-abc123-0"
 
 
 def test_help_lists_every_command() -> None:
@@ -25,7 +26,7 @@ def test_help_lists_every_command() -> None:
         assert f"  {name} " in result.output
 
 
-@pytest.mark.parametrize("argv", [["ssh", "r", "--cidr", "0.0.0.0/0"], ["notebook", "r", "--cidr", "10.0.0.0/8"]])
+@pytest.mark.parametrize("argv", [["ssh", RUN, "--cidr", "0.0.0.0/0"], ["notebook", RUN, "--cidr", "10.0.0.0/8"]])
 def test_access_never_opens_port_22_wider_than_one_site(argv: list[str]) -> None:
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2, result.output

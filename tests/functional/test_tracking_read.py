@@ -326,6 +326,6 @@ def test_a_run_list_naming_paths_or_other_submissions_is_not_followed(s3: S3, tm
     roots, jobs = tracking.plan_downloads(s3, WHERE, ["../../x"], dest, warn=refused.append)
     assert (roots, jobs) == ([], []) and refused == ["'../../x' is not a run id: its outputs are not downloaded"]
     result = CliRunner().invoke(app, ["logs", "../../x"])
-    assert result.exit_code == 2 and "no such run" in result.output
+    assert result.exit_code == 2 and "not a run id" in result.output
     s3.put_bytes(LAYOUT.agent_log("../../x"), b"forged")
     assert "forged" not in CliRunner().invoke(app, ["logs", "../../x", "--agent"]).output
