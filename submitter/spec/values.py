@@ -32,7 +32,7 @@ SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/boot", "/bin", "/sbin", "/lib
 SYSTEM_DIRS = frozenset({"/", "/root", "/home", *SYSTEM_TREES})
 MAX_CONTAINER_PATH = 255  # a directory name longer than one file name is a mistake, not a layout
 MAX_HOST_PATH = 4096  # PATH_MAX on Linux
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1 and the Unicode line breaks
 # docker's image reference grammar (distribution/reference): [REGISTRY[:PORT]/]PATH[:TAG][@DIGEST], the path
 # lowercase; a digest is pinned here to sha256, the only one registries hand out.
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"

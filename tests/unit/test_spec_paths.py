@@ -70,6 +70,8 @@ CONTAINER_PATHS = [
     ("mount-usr-lib", "volume_mount: /usr/lib/x\n", "volume_mount", 6, "under the system directory /usr"),
     ("outputs-newline", 'outputs: "/out\\n/etc"\n', "outputs", 6, "control character or line break"),
     ("outputs-nul", 'outputs: "/out\\0"\n', "outputs", 6, "control character"),
+    ("target-line-separator", 'inputs:\n  - {source: ./data, target: "/data/a\\Lb"}\n', "inputs.0.target", 7,
+     "control character or line break"),
     ("outputs-long", f"outputs: /{'a' * 300}\n", "outputs", 6, "at most 255"),
     ("outputs-relative", "outputs: out\n", "outputs", 6, "expected an absolute container path"),
     ("outputs-in-mount", "outputs: /data/out\n", "outputs", 6, "lie inside one another"),
