@@ -91,7 +91,7 @@ def _constraint(value: str, where: str, rule: str) -> str:
     return f"1 validation error detected: Value '{value}' at '{where}' failed to satisfy constraint: {rule}"
 
 
-def _name_rule(value: str, where: str, most: int, pattern: str) -> str | None:
+def name_rule(value: str, where: str, most: int, pattern: str) -> str | None:
     """Why `value` breaks a name's length or pattern, in AWS's words; None if it does not."""
     if len(value) > most:
         return _constraint(value, where, f"Member must have length less than or equal to {most}")
@@ -102,7 +102,7 @@ def _name_rule(value: str, where: str, most: int, pattern: str) -> str | None:
     return None
 
 
-def _tag_problem(pairs: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+def tag_problem(pairs: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
     """(which rule, the offending key) for the first tag that breaks a per-tag rule: 'reserved', 'key', 'value'."""
     for key, value in pairs:
         if key.lower().startswith("aws:"):
@@ -156,7 +156,7 @@ def ec2_tag_rules(call: dict[str, Any]) -> None:
     specs = response._get_param("TagSpecification", []) or response._get_param("TagSpecifications", []) or []
     tags = [t for spec in ([specs] if isinstance(specs, dict) else specs) for t in spec.get("Tags", []) or []]
     tags += response._get_param("Tags", []) or []  # CreateTags
-    problem = _tag_problem((t.get("Key", ""), t.get("Value", "")) for t in tags if isinstance(t, dict))
+    problem = tag_problem((t.get("Key", ""), t.get("Value", "")) for t in tags if isinstance(t, dict))
     if problem is None:
         return
     rule, key = problem
@@ -170,7 +170,7 @@ def ec2_tag_rules(call: dict[str, Any]) -> None:
 # SQS ---------------------------------------------------------------------------------------------------------
 
 
-def _sqs_size(body: str, attributes: Mapping[str, Any]) -> int:
+def sqs_size(body: str, attributes: Mapping[str, Any]) -> int:
     """A message's size as SQS counts it: the body's UTF-8 bytes plus each attribute's name, type and value."""
     size = len(body.encode())
     for name, attribute in (attributes or {}).items():
@@ -189,7 +189,7 @@ def sqs_message_size(call: dict[str, Any]) -> None:
     response = call["self"]
     queue = response.sqs_backend.get_queue(response._get_queue_name())
     most = min(int(queue.maximum_message_size), limits.SQS_MESSAGE_BYTES_MAX)
-    size = _sqs_size(response._get_param("MessageBody") or "", response._get_param("MessageAttributes", {}))
+    size = sqs_size(response._get_param("MessageBody") or "", response._get_param("MessageAttributes", {}))
     if size > most:
         raise InvalidParameterValue(
             f"One or more parameters are invalid. Reason: Message must be shorter than {most} bytes.")
@@ -202,7 +202,7 @@ def sqs_batch_size(call: dict[str, Any]) -> None:
     entries = call["self"]._get_param("Entries", []) or []
     if len(entries) > limits.SQS_BATCH_ENTRIES:
         raise TooManyEntriesInBatchRequest(len(entries))
-    total = sum(_sqs_size(e.get("MessageBody") or "", e.get("MessageAttributes") or {}) for e in entries)
+    total = sum(sqs_size(e.get("MessageBody") or "", e.get("MessageAttributes") or {}) for e in entries)
     if total > limits.SQS_MESSAGE_BYTES_MAX:
         raise BatchRequestTooLong(total)
 
@@ -215,7 +215,7 @@ def sqs_tag_rules(call: dict[str, Any]) -> None:
     tags = response._get_param("tags", {}) or response._get_param("Tags", {}) or {}
     if len(tags) > limits.TAGS_PER_RESOURCE:
         raise InvalidParameterValue(f"Too many tags added for queue {response._get_param('QueueName') or ''}.")
-    problem = _tag_problem(tags.items())
+    problem = tag_problem(tags.items())
     if problem is None:
         return
     rule, key = problem
@@ -236,7 +236,7 @@ def iam_role_name(call: dict[str, Any]) -> None:
     quota), whitespace not counted."""
     from moto.iam.exceptions import LimitExceededException, ValidationError
 
-    problem = _name_rule(call["role_name"], "roleName", 64, IAM_NAME_PATTERN)
+    problem = name_rule(call["role_name"], "roleName", 64, IAM_NAME_PATTERN)
     if problem:
         raise ValidationError(problem)
     if limits.policy_chars(call["assume_role_policy_document"] or "") > limits.IAM_TRUST_POLICY_CHARS:
@@ -248,7 +248,7 @@ def iam_instance_profile_name_and_tags(call: dict[str, Any]) -> None:
     role's are (moto checks a role's tags only)."""
     from moto.iam.exceptions import ValidationError
 
-    problem = _name_rule(call["name"], "instanceProfileName", 128, IAM_NAME_PATTERN) if "name" in call else None
+    problem = name_rule(call["name"], "instanceProfileName", 128, IAM_NAME_PATTERN) if "name" in call else None
     if problem:
         raise ValidationError(problem)
     if call.get("tags"):
@@ -269,7 +269,7 @@ def iam_role_inline_policies_10240(call: dict[str, Any]) -> None:
     replacing one of the same name) at most 10,240 characters, whitespace not counted."""
     from moto.iam.exceptions import LimitExceededException, NotFoundException, ValidationError
 
-    problem = _name_rule(call["policy_name"], "policyName", 128, IAM_NAME_PATTERN)
+    problem = name_rule(call["policy_name"], "policyName", 128, IAM_NAME_PATTERN)
     if problem:
         raise ValidationError(problem)
     try:
@@ -300,7 +300,7 @@ def asg_overrides_and_tags(call: dict[str, Any]) -> None:
     if call.get("name") and len(tags) > limits.TAGS_PER_RESOURCE:
         raise AutoscalingClientError("LimitExceeded", f"The number of tags for Auto Scaling group {call['name']} "
                                                       f"exceeds the limit of {limits.TAGS_PER_RESOURCE}.")
-    problem = _tag_problem((str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags)
+    problem = tag_problem((str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags)
     if problem:
         rule, key = problem
         where, rule_text = {
@@ -357,7 +357,7 @@ def ssm_parameter_limits(call: dict[str, Any]) -> None:
     if len(pairs) > limits.TAGS_PER_RESOURCE:
         raise SSMException("TooManyTagsError", "The Targets parameter includes too many tags. Remove one or more "
                                                "tags and try the command again.")
-    problem = _tag_problem(pairs)
+    problem = tag_problem(pairs)
     if problem:
         rule, key = problem
         where = "tags.member.value" if rule == "value" else "tags.member.key"

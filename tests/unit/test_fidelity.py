@@ -24,3 +24,35 @@ def test_nothing_under_the_max_price_launches_nothing() -> None:
 def test_zones_that_do_not_offer_a_type_are_skipped() -> None:
     choice = cheapest_pool(["p3.2xlarge"], [("subnet-e", "us-east-1e")], None)
     assert choice is None  # us-east-1e has no p3.2xlarge in the table
+
+
+# The sandbox's AWS limits (submitter/sandbox/limits.py): how each is measured, as AWS measures it.
+
+
+def test_an_sqs_message_is_measured_in_bytes_with_its_attributes() -> None:
+    from submitter.sandbox.limits import sqs_size
+
+    assert sqs_size("é", {}) == 2
+    attributes = {"run": {"DataType": "String", "StringValue": "ab"}, "b": {"DataType": "Binary", "BinaryValue": b"x"}}
+    assert sqs_size("x", attributes) == 1 + (3 + 6 + 2) + (1 + 6 + 1)
+
+
+def test_names_are_refused_in_the_words_of_the_request_model() -> None:
+    from submitter.sandbox.limits import IAM_NAME_PATTERN, name_rule
+
+    assert name_rule("r" * 64, "roleName", 64, IAM_NAME_PATTERN) is None
+    too_long = name_rule("r" * 65, "roleName", 64, IAM_NAME_PATTERN)
+    assert too_long is not None and "at 'roleName'" in too_long and "less than or equal to 64" in too_long
+    bad = name_rule("a b", "roleName", 64, IAM_NAME_PATTERN)
+    assert bad is not None and "regular expression pattern" in bad
+    assert name_rule("", "roleName", 64, IAM_NAME_PATTERN) is not None
+
+
+def test_the_first_tag_that_breaks_a_rule_is_named() -> None:
+    from submitter.sandbox.limits import tag_problem
+
+    assert tag_problem([("k" * 128, "v" * 256), ("submitter:run", "")]) is None
+    assert tag_problem([("ok", "v"), ("AWS:x", "v")]) == ("reserved", "AWS:x")
+    assert tag_problem([("k" * 129, "v")]) == ("key", "k" * 129)
+    assert tag_problem([("", "v")]) == ("key", "")
+    assert tag_problem([("k", "v" * 257)]) == ("value", "k")
