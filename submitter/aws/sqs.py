@@ -44,7 +44,7 @@ def ensure_queue(sqs: Any, name: str, dlq_name: str, visibility: int, retention:
 
 def body(message: dict[str, Any]) -> str:
     """A run message as SQS receives it: the plan measures this text against SQS's size limit."""
-    return json.dumps(message)
+    return json.dumps(message, allow_nan=False)  # strict JSON: the runtime parses it with any JSON parser
 
 
 def batches(bodies: list[str]) -> list[list[str]]:
