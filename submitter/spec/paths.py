@@ -88,9 +88,9 @@ def _build(base: Path, spec: JobSpec, problem: Callable[[list[str | int], str], 
             problem(["image", "context"], wrong)
         elif dockerfile is not None and dockerfile.is_file() and not dockerfile.is_relative_to(context):
             problem(["image", "dockerfile"],
-                    f"{dockerfile} is outside the build context {context}; docker builds from the context "
-                    "alone, so keep the Dockerfile inside it (move it, or set image.context to a directory "
-                    "that holds both)")
+                    f"{dockerfile} is outside the build context {context}; a build sends the engine the "
+                    "context and nothing else from your disk, so keep the Dockerfile inside it (move it, or set "
+                    "image.context to a directory that holds both)")
     return dockerfile, context
 
 
