@@ -155,3 +155,25 @@ def test_a_non_finite_number_never_reaches_json_output(calls: list[str], moto_ac
     s3.delete_object(Bucket=BUCKET, Key=status_key)  # the fixture's check: the bucket is as it was
     fine = CliRunner().invoke(app, ["status", "--json"])
     assert fine.exit_code == 0 and _strict(fine.stdout) == {"runs": []}
+
+
+def test_well_formed_ids_pass_the_checks_unchanged() -> None:
+    from submitter.cli import ids
+
+    assert ids.run(f"{SUB}-12") == f"{SUB}-12" and ids.run(SUB) == SUB
+    assert ids.run_or_submission(SUB) == SUB and ids.submission(SUB) == SUB
+    assert [ids.target(v) for v in ("exp1", "a", "9-lives", SUB, f"{SUB}-0")] == ["exp1", "a", "9-lives", SUB,
+                                                                                   f"{SUB}-0"]
+    assert ids.instance("i-0123456789abcdef0") == "i-0123456789abcdef0"
+
+
+def test_a_secret_value_over_ssms_size_is_refused_before_anything_is_created(
+        calls: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FID_SECRET", "s" * 5000)
+    (tmp_path / "job.yaml").write_text(f"name: fid\nimage: {{uri: '{URI}'}}\ncommand: [x]\nsecrets: [FID_SECRET]\n"
+                                       "resources: {instance_types: [c5.large]}\n")
+    result = CliRunner().invoke(app, ["submit", "job.yaml"])
+    assert result.exit_code == 2, result.output
+    assert "error: secret FID_SECRET (environment or .env): 5,000 bytes; at most 4,096" in result.output
+    assert "sss" not in result.output
+    assert all(op.startswith(("Head", "Get", "Describe", "List")) for op in calls), calls
