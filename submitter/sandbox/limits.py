@@ -28,7 +28,9 @@ def install() -> Callable[[], None]:
     from moto.autoscaling.models import AutoScalingBackend
     from moto.ec2.responses.instances import InstanceResponse
     from moto.ec2.responses.launch_templates import LaunchTemplates
+    from moto.ec2.responses.security_groups import SecurityGroups
     from moto.ec2.responses.tags import TagResponse
+    from moto.ecr.responses import ECRResponse
     from moto.iam.models import IAMBackend
     from moto.s3.models import S3Backend
     from moto.sqs.responses import SQSResponse
@@ -42,6 +44,9 @@ def install() -> Callable[[], None]:
         (LaunchTemplates, "create_launch_template", ec2_tag_rules),
         (LaunchTemplates, "create_launch_template_version", ec2_user_data_16_kib),
         (TagResponse, "create_tags", ec2_tag_rules),
+        (SecurityGroups, "create_security_group", ec2_security_group_name),
+        (SecurityGroups, "create_security_group", ec2_tag_rules),
+        (ECRResponse, "create_repository", ecr_repository_name),
         (SQSResponse, "create_queue", sqs_tag_rules),
         (SQSResponse, "tag_queue", sqs_tag_rules),
         (SQSResponse, "send_message", sqs_message_size),
@@ -102,6 +107,14 @@ def name_rule(value: str, where: str, most: int, pattern: str) -> str | None:
     return None
 
 
+def _tag_constraint(rule: str, key: str) -> str:
+    """A per-tag rule broken, in the request model's words (Auto Scaling, SSM)."""
+    if rule == "reserved":
+        return _constraint(key[:200], "tags.member.key", "Tag keys starting with 'aws:' are reserved for AWS use")
+    most = limits.TAG_VALUE_CHARS if rule == "value" else limits.TAG_KEY_CHARS
+    return _constraint(key[:200], f"tags.member.{rule}", f"Member must have length less than or equal to {most}")
+
+
 def tag_problem(pairs: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
     """(which rule, the offending key) for the first tag that breaks a per-tag rule: 'reserved', 'key', 'value'."""
     for key, value in pairs:
@@ -112,9 +125,6 @@ def tag_problem(pairs: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
         if value is not None and len(value) > limits.TAG_VALUE_CHARS:
             return "value", key
     return None
-
-
-# EC2 ---------------------------------------------------------------------------------------------------------
 
 
 def ec2_user_data_16_kib(call: dict[str, Any]) -> None:
@@ -167,7 +177,27 @@ def ec2_tag_rules(call: dict[str, Any]) -> None:
     }[rule])
 
 
-# SQS ---------------------------------------------------------------------------------------------------------
+def ec2_security_group_name(call: dict[str, Any]) -> None:
+    """CreateSecurityGroup: 1-255 characters of a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*, not `sg-*`."""
+    from moto.ec2.exceptions import InvalidParameterValue
+
+    name = call["self"]._get_param("GroupName") or ""
+    if name.lower().startswith("sg-"):
+        raise InvalidParameterValue("Group names may not be in the format sg-*.")
+    if not limits.EC2_SECURITY_GROUP_NAME.fullmatch(name):
+        raise InvalidParameterValue(f"Value ({name[:200]}) for parameter GroupName is invalid: 1-255 characters of "
+                                    "a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*")
+
+
+def ecr_repository_name(call: dict[str, Any]) -> None:
+    """CreateRepository: 2-256 characters (moto checks the pattern, not the length)."""
+    from moto.ecr.exceptions import InvalidParameterException
+
+    name = call["self"]._get_param("repositoryName") or ""
+    shortest, longest = limits.ECR_REPOSITORY_CHARS
+    if not shortest <= len(name) <= longest:
+        raise InvalidParameterException(_constraint(
+            name[:200], "repositoryName", f"Member must have length between {shortest} and {longest}"))
 
 
 def sqs_size(body: str, attributes: Mapping[str, Any]) -> int:
@@ -226,8 +256,6 @@ def sqs_tag_rules(call: dict[str, Any]) -> None:
     }[rule])
 
 
-# IAM ---------------------------------------------------------------------------------------------------------
-
 IAM_NAME_PATTERN = r"[\w+=,.@-]+"
 
 
@@ -282,9 +310,6 @@ def iam_role_inline_policies_10240(call: dict[str, Any]) -> None:
             f"Maximum policy size of {limits.IAM_ROLE_INLINE_CHARS} bytes exceeded for role {call['role_name']}")
 
 
-# Auto Scaling ------------------------------------------------------------------------------------------------
-
-
 def asg_overrides_and_tags(call: dict[str, Any]) -> None:
     """CreateAutoScalingGroup / UpdateAutoScalingGroup / CreateOrUpdateTags: at most 40 overrides in a mixed
     instances policy; at most 50 tags, key 1-128, value up to 256, no `aws:` key."""
@@ -302,17 +327,7 @@ def asg_overrides_and_tags(call: dict[str, Any]) -> None:
                                                       f"exceeds the limit of {limits.TAGS_PER_RESOURCE}.")
     problem = tag_problem((str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags)
     if problem:
-        rule, key = problem
-        where, rule_text = {
-            "reserved": ("tags.member.key", "Tag keys starting with 'aws:' are reserved for AWS use"),
-            "key": ("tags.member.key", f"Member must have length less than or equal to {limits.TAG_KEY_CHARS}"),
-            "value": ("tags.member.value",
-                      f"Member must have length less than or equal to {limits.TAG_VALUE_CHARS}"),
-        }[rule]
-        raise ValidationError(_constraint(key[:200], where, rule_text))
-
-
-# S3 ----------------------------------------------------------------------------------------------------------
+        raise ValidationError(_tag_constraint(*problem))
 
 
 def s3_key_1024_bytes(call: dict[str, Any]) -> None:
@@ -322,9 +337,6 @@ def s3_key_1024_bytes(call: dict[str, Any]) -> None:
     key = call.get("key_name", call.get("dest_key_name")) or ""
     if len(key.encode()) > limits.S3_KEY_BYTES:
         raise S3ClientError("KeyTooLongError", "Your key is too long")
-
-
-# SSM ---------------------------------------------------------------------------------------------------------
 
 
 def ssm_parameter_limits(call: dict[str, Any]) -> None:
@@ -359,10 +371,4 @@ def ssm_parameter_limits(call: dict[str, Any]) -> None:
                                                "tags and try the command again.")
     problem = tag_problem(pairs)
     if problem:
-        rule, key = problem
-        where = "tags.member.value" if rule == "value" else "tags.member.key"
-        raise ValidationException(_constraint(key[:200], where, {
-            "reserved": "Tag keys starting with 'aws:' are reserved for AWS use",
-            "key": f"Member must have length less than or equal to {limits.TAG_KEY_CHARS}",
-            "value": f"Member must have length less than or equal to {limits.TAG_VALUE_CHARS}",
-        }[rule]))
+        raise ValidationException(_tag_constraint(*problem))

@@ -107,6 +107,19 @@ def test_ec2_tags_key_value_and_reserved_prefix(session: boto3.Session) -> None:
     assert _code(lambda: ec2.create_tags(Resources=[image], Tags=_tags(1, "AWS:x"))) == "InvalidParameterValue"
 
 
+def test_security_group_and_repository_names(session: boto3.Session) -> None:
+    ec2, ecr = session.client("ec2"), session.client("ecr")
+    create = lambda name: ec2.create_security_group(GroupName=name, Description="d")  # noqa: E731
+    assert _code(lambda: create("g" * 255)) == "OK"
+    assert _code(lambda: create("submitter ssh (S-1) #2")) == "OK"
+    for bad in ("g" * 256, "sg-123", "tab\there", "ümlaut"):
+        assert _code(lambda: create(bad)) == "InvalidParameterValue", bad  # noqa: B023
+    assert _code(lambda: ec2.create_security_group(GroupName="tagged", Description="d", TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": _tags(1, "aws:x")}])) == "InvalidParameterValue"
+    assert _code(lambda: ecr.create_repository(repositoryName="r" * 256)) == "OK"
+    assert _code(lambda: ecr.create_repository(repositoryName="r" * 257)) == "InvalidParameterException"
+
+
 # SQS ---------------------------------------------------------------------------------------------------------
 
 
