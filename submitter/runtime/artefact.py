@@ -59,6 +59,11 @@ def template() -> str:
     return resources.files(__package__).joinpath("boot.sh").read_text(encoding="utf-8")
 
 
+def boot_report_source() -> str:
+    """boot_report.py, which the boot script runs with `python3 -c` when the host has no AWS CLI to report with."""
+    return resources.files(__package__).joinpath("boot_report.py").read_text(encoding="utf-8")
+
+
 def user_data(values: dict[str, str | int]) -> str:
     """The boot script with every {{NAME}} replaced by its shell-quoted value; checked against EC2's limit.
 
@@ -71,6 +76,7 @@ def user_data(values: dict[str, str | int]) -> str:
         values.setdefault("RUNTIME_URI", layout.uri(bucket, layout.runtime(sub)))
         values.setdefault("REPORTS_URI", layout.uri(bucket, layout.instances(sub)))
     values.setdefault("BOOT_FAILED", contract.BOOT_FAILED)
+    values.setdefault("BOOT_REPORT", boot_report_source())
     values.setdefault("BUCKET_OWNER", "")  # unknown: the host reads its own account from IMDS instead
     values.setdefault("EXIT_RETRY", contract.EXIT_RETRY)
     text = template()

@@ -12,6 +12,7 @@ RUNTIME_URI={{RUNTIME_URI}}          # the instance runtime (runtime.pyz), stage
 RUNTIME_SHA256={{RUNTIME_SHA256}}    # its hash: only these bytes run here
 REPORTS_URI={{REPORTS_URI}}          # where this host reports why it gave up
 BUCKET_OWNER={{BUCKET_OWNER}}        # the bucket's account: S3 refuses a request naming it if another owns BUCKET
+BOOT_REPORT={{BOOT_REPORT}}          # python3 source (boot_report.py): give_up's report on a host without the AWS CLI
 
 # Dead-man switch before anything else: whatever happens below, this host stops billing.
 shutdown -h "+${DEADMAN_MINUTES}" "submitter: max_runtime reached" || true
@@ -43,23 +44,61 @@ if [ -z "$BUCKET_OWNER" ]; then  # not rendered (a plan made without credentials
   BUCKET_OWNER=$(imds dynamic/instance-identity/document | sed -n 's/.*"accountId" *: *"\([0-9]*\)".*/\1/p')
 fi
 
-# Report why this host gives up, leave the group without a replacement, and power off.
+# Report why this host gives up, leave the group without a replacement, and power off. The report goes to S3
+# with the AWS CLI, or, when there is none (the AMI has none and it could not be installed), with python3's
+# standard library (boot_report.py); either way the reason is in the console output (cloud-init's log).
+REPORT="${TMPDIR:-/tmp}/submitter-boot.json"
 give_up() {
   echo "boot failed: $1"
   printf '{"instance_id": "%s", "state": "%s", "reason": "%s", "time": "%s"}\n' \
-    "$INSTANCE_ID" {{BOOT_FAILED}} "${1//\"/\'}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > /tmp/submitter-boot.json
-  aws s3 cp --only-show-errors /tmp/submitter-boot.json "$REPORTS_URI$INSTANCE_ID.json" || true
-  aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
-    --should-decrement-desired-capacity >/dev/null 2>&1 || true
+    "$INSTANCE_ID" {{BOOT_FAILED}} "$(printf '%s' "$1" | tr -d '\\\000-\037' | tr '"' "'")" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$REPORT"  # the reason made safe for a JSON string
+  local key="${REPORTS_URI#s3://"$BUCKET"/}$INSTANCE_ID.json"
+  if command -v aws >/dev/null; then
+    aws s3api put-object --bucket "$BUCKET" --key "$key" --body "$REPORT" \
+      ${BUCKET_OWNER:+--expected-bucket-owner "$BUCKET_OWNER"} >/dev/null || true
+    aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
+      --should-decrement-desired-capacity >/dev/null 2>&1 || true
+  else
+    python3 -c "$BOOT_REPORT" "$IMDS" "$REGION" "$BUCKET" "$key" "$BUCKET_OWNER" "$INSTANCE_ID" \
+      "$REPORT" 2>&1 | tail -n 3 || true
+  fi
   shutdown -h now
   exit 1
 }
 
+# Make COMMAND available, from the distribution's PACKAGE when the image lacks it (Amazon Linux 2023: dnf).
+# Bounded: 3 tries of at most 100 s each; a repository that has no such package is not asked again.
+install_tool() {  # COMMAND PACKAGE
+  local i out="" rc=0
+  command -v "$1" >/dev/null && return 0
+  command -v dnf >/dev/null || { INSTALL_ERROR="no $1 and no dnf on this image"; return 1; }
+  for i in 1 2 3; do
+    out=$(timeout 100 dnf install -y -q "$2" 2>&1) && rc=0 || rc=$?
+    if [ "$rc" = 0 ] && command -v "$1" >/dev/null; then
+      echo "installed $2 in $((SECONDS - INSTALL_START)) s"
+      return 0
+    fi
+    [ "$rc" = 124 ] && out="dnf install $2 timed out after 100 s"
+    [ "$rc" = 0 ] && out="dnf installed $2 but there is still no $1 on PATH"
+    case "$out" in *"No match for argument"*|*"Unable to find a match"*) break ;; esac
+    sleep $((i * 5))
+  done
+  INSTALL_ERROR=$(printf '%s\n' "$out" | sed '/^[[:space:]]*$/d' | tail -n 1)
+  return 1
+}
+
 command -v python3 >/dev/null || give_up "python3 is not on this image"
 command -v docker >/dev/null || give_up "docker is not on this image"
+# The ECS-optimized AL2023 AMIs are built from the AL2023 minimal AMI, which has no AWS CLI (docs/decisions.md,
+# "Instance AMI"); the agent runs `aws` for every S3, SQS, SSM and ECR call. e2fsprogs is installed only if absent.
+INSTALL_START=$SECONDS
+install_tool aws awscli-2 || give_up "cannot install the AWS CLI: ${INSTALL_ERROR:-unknown error}"
+install_tool mkfs.ext4 e2fsprogs \
+  || give_up "cannot install e2fsprogs (mkfs.ext4, for the data volume): ${INSTALL_ERROR:-unknown error}"
+[ -n "$BUCKET_OWNER" ] || give_up "no account id for the bucket owner"
 mkdir -p /opt/submitter
 RUNTIME=/opt/submitter/runtime.pyz
-[ -n "$BUCKET_OWNER" ] || give_up "no account id for the bucket owner"
 # s3api, not `aws s3 cp`: the high-level commands take no --expected-bucket-owner (docs/decisions.md)
 retry aws s3api get-object --bucket "$BUCKET" --key "${RUNTIME_URI#s3://"$BUCKET"/}" \
   --expected-bucket-owner "$BUCKET_OWNER" "$RUNTIME" >/dev/null \

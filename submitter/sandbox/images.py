@@ -1,7 +1,9 @@
 """Local images the sandbox needs, built on this machine and never pulled.
 
 - a Debian bookworm minbase rootfs (debootstrap, cached as a tarball) imported as the base image;
-- the simulated host image: base + the docker CLI + the AWS CLI + the shutdown shim + the host init.
+- the simulated host image: base + the docker CLI + the shutdown shim + the host init, and no AWS CLI on PATH,
+  as on the ECS-optimized Amazon Linux 2023 AMI it stands for; a `dnf` stand-in installs `awscli-2` (the AWS
+  CLI cached by this build) from a local repository, the way the boot script gets it on AWS (docs/sandbox.md).
 
 `python -m submitter.sandbox.images` builds the base and, when no `python:3.11-slim` exists locally and
 none can be pulled, tags the base as `python:3.11-slim` so `Dockerfile.train` builds offline.
@@ -29,22 +31,29 @@ HERE = Path(__file__).parent
 
 Say = Callable[[str], None]
 
+REPO = "/var/cache/submitter-dnf"  # the dnf stand-in's local repository (dnf.sh)
+
+# `! command -v aws`: the image has no AWS CLI on PATH, so a boot that skips the install step fails here too;
+# the cached awscli-2 package is checked to run on the image's python3.
 DOCKERFILE = """\
 FROM {base}
 COPY docker /usr/bin/docker
-COPY awscli /opt/awscli
-COPY aws /usr/local/bin/aws
+COPY awscli {repo}/awscli-2/opt/awscli
+COPY aws {repo}/awscli-2/usr/bin/aws
+COPY dnf /usr/bin/dnf
 COPY shutdown /usr/sbin/shutdown
 COPY host-init /usr/sbin/submitter-host-init
-RUN chmod 755 /usr/bin/docker /usr/local/bin/aws /usr/sbin/shutdown /usr/sbin/submitter-host-init \\
+RUN chmod 755 /usr/bin/docker {repo}/awscli-2/usr/bin/aws /usr/bin/dnf /usr/sbin/shutdown \\
+      /usr/sbin/submitter-host-init \\
  && ln -sf shutdown /usr/sbin/poweroff && ln -sf shutdown /usr/sbin/halt \\
- && aws --version
+ && ! command -v aws \\
+ && PYTHONPATH={repo}/awscli-2/opt/awscli python3 -m awscli --version
 ENTRYPOINT ["/usr/sbin/submitter-host-init"]
 """
 
 AWS_WRAPPER = """\
 #!/bin/sh
-# The AWS CLI (v1, pip package in /opt/awscli) on the image's python3.
+# The AWS CLI (v1, pip package in /opt/awscli) on the image's python3: awscli-2's /usr/bin/aws in the sandbox.
 PYTHONPATH=/opt/awscli exec python3 -m awscli "$@"
 """
 
@@ -82,14 +91,19 @@ def _docker_binary() -> Path:
     return Path(found).resolve()
 
 
+def dockerfile(base: str) -> str:
+    return DOCKERFILE.format(base=base, repo=REPO)
+
+
 def host_tag() -> str:
     """The host image tag: a hash of everything that goes into it, so a change rebuilds it."""
     return f"{HOST_REPO}:" + _digest(
         base_tag().encode(),
-        DOCKERFILE.encode(),
+        dockerfile("").encode(),
         AWS_WRAPPER.encode(),
         (HERE / "shutdown_shim.py").read_bytes(),
         (HERE / "host_init.sh").read_bytes(),
+        (HERE / "dnf.sh").read_bytes(),
         _awscli_version().encode(),
         str(_docker_binary().stat().st_size).encode(),
     )
@@ -195,12 +209,13 @@ def ensure_host(client: Any, cache: Path, say: Say) -> str:
     say(f"building {tag}")
     with tempfile.TemporaryDirectory(prefix="submitter-host-") as tmp:
         ctx = Path(tmp)
-        (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+        (ctx / "Dockerfile").write_text(dockerfile(base))
         shutil.copy2(_docker_binary(), ctx / "docker")
         shutil.copytree(awscli, ctx / "awscli", symlinks=True)
         (ctx / "aws").write_text(AWS_WRAPPER)
         shutil.copy2(HERE / "shutdown_shim.py", ctx / "shutdown")
         shutil.copy2(HERE / "host_init.sh", ctx / "host-init")
+        shutil.copy2(HERE / "dnf.sh", ctx / "dnf")
         try:
             client.images.build(path=str(ctx), tag=tag, rm=True, forcerm=True, network_mode="none")
         except (docker.errors.BuildError, docker.errors.APIError) as exc:

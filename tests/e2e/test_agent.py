@@ -103,10 +103,14 @@ class Staged:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=under)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
-    def launch(self) -> str:
+    def launch(self, first: str = "") -> str:
+        """One instance booting the real boot script; `first`, a line to run before it (a test's host change)."""
         user_data = artefact.user_data({
             "SUBMISSION": self.submission, "BUCKET": self.bucket, "PREFIX": self.prefix,
             "GROUP": f"submitter-{self.submission}", "DEADMAN_MINUTES": 30, "RUNTIME_SHA256": artefact.sha256()})
+        if first:
+            shebang, rest = user_data.split("\n", 1)
+            user_data = f"{shebang}\n{first}\n{rest}"
         out = self.ec2.run_instances(
             ImageId=AMI, InstanceType="c5.large", MinCount=1, MaxCount=1, UserData=user_data,
             IamInstanceProfile={"Name": self.sandbox.instance_profile(self.role_policy())},
@@ -240,6 +244,29 @@ def test_a_refused_image_pull_fails_every_run_with_the_reason(sandbox: Any, imag
     assert report["state"] == "boot-failed" and report["reason"].startswith("image pull refused: ")
     assert staged.visible_messages() == 0
     assert "agent exited with 1" in _boot_log(sandbox, iid)
+
+
+def test_a_host_that_cannot_install_the_aws_cli_reports_a_boot_failure_and_terminates(
+        sandbox: Any, image: str) -> None:
+    """The host image has no AWS CLI, as the AMI has none; here its repository is unreachable too. This is how
+    the test simulates that: the dnf stand-in's local repository is removed before the boot script runs, so
+    `dnf install awscli-2` fails as it does when an instance cannot reach Amazon Linux's repository."""
+    staged = Staged(sandbox, image, [dict(FAST)])
+    iid = staged.launch(first="rm -rf /var/cache/submitter-dnf")
+    try:
+        sandbox.wait_state(iid, "terminated", timeout=240)
+    finally:
+        print(_boot_log(sandbox, iid))
+    reason = ("cannot install the AWS CLI: Error: Failed to download metadata for repo 'amazonlinux': "
+              "Cannot download repomd.xml: Cannot download repodata/repomd.xml: All mirrors were tried")
+    boot_log = _boot_log(sandbox, iid)
+    assert f"boot failed: {reason}" in boot_log
+    # Reported without the CLI (boot_report.py, signed as the instance role, which the sandbox checks).
+    assert f"boot failure reported to s3://{staged.bucket}/" in boot_log
+    report = json.loads(staged.text(staged.layout.instance_report(staged.submission, iid)) or "{}")
+    assert report["state"] == contract.BOOT_FAILED and report["reason"] == reason, report
+    # Nothing ran: the run is still queued for a host that can boot.
+    assert staged.status(staged.run_ids[0])["state"] == "queued" and staged.visible_messages() == 1
 
 
 def test_cancel_retry_on_failure_and_max_runtime(sandbox: Any, image: str) -> None:

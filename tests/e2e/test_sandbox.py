@@ -23,13 +23,15 @@ from submitter.sandbox import state as st
 pytestmark = pytest.mark.e2e
 AMI = "ami-12c6146b"  # any image id moto knows; the simulated host ignores it
 
-# What a real boot script does: IMDS through the standard variable (default: the link-local address).
+# What a real boot script does: IMDS through the standard variable (default: the link-local address), and the
+# AWS CLI from the distribution's package.
 PRELUDE = """#!/bin/bash
 set -euxo pipefail
 IMDS="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254/}"; IMDS="${IMDS%/}"
 TOKEN=$(curl -sf -X PUT "$IMDS/latest/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
 md() { curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/latest/meta-data/$1"; }
 IID=$(md instance-id)
+dnf install -y -q awscli-2  # the host, as the AMI, has no AWS CLI (docs/decisions.md, "Instance AMI")
 """
 
 

@@ -1,0 +1,167 @@
+"""The boot script needs only what the AMI has: it installs the AWS CLI (AL2023's awscli-2) before its first `aws`
+call, gives up with the installer's own reason when it cannot, and still reports without the CLI
+(boot_report.py, SigV4 with the standard library). The script runs on a host made of exactly the tools it is
+given (boot_host.py), with the sandbox's dnf stand-in and IMDS emulator; only `shutdown` and `docker` are stubs,
+since powering off and running containers are not what is tested."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from boot_host import STANDIN, TOOLS, Host, package, render
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from submitter.runtime import artefact, boot_report
+from submitter.sandbox.imds import Imds, InstanceMeta
+
+INSTANCE = "i-0b00710015ab1e000"
+
+
+def test_the_rendered_boot_script_is_valid_bash(tmp_path: Path) -> None:
+    script = tmp_path / "user-data"
+    script.write_text(render())
+    out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert len(render().encode()) <= artefact.USER_DATA_LIMIT
+
+
+def test_the_aws_cli_is_installed_before_the_first_aws_call() -> None:
+    lines = artefact.template().splitlines()
+    body = lines[next(i for i, line in enumerate(lines) if line.startswith("INSTALL_START=")):]
+    install = next(i for i, line in enumerate(body) if line.startswith("install_tool aws awscli-2 "))
+    first_aws = next(i for i, line in enumerate(body) if re.search(r"(^|\s)aws (s3api|s3|autoscaling) ", line))
+    assert install < first_aws
+    # The package is Amazon Linux 2023's (awscli-2), not the v1 `awscli` of Amazon Linux 2 or pip.
+    assert "dnf install -y -q \"$2\"" in artefact.template()
+
+
+# ----------------------------------------------------------------------------------------- the dnf stand-in
+
+
+def _dnf(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(STANDIN), f"--installroot={root}", *args], capture_output=True, text=True,
+                          check=False, timeout=30)
+
+
+def test_the_dnf_standin_installs_from_its_local_repository_only(tmp_path: Path) -> None:
+    package(tmp_path, "awscli-2", {"usr/bin/aws": "#!/bin/sh\necho aws-cli/2\n"})
+    installed = _dnf(tmp_path, "install", "-y", "-q", "awscli-2")
+    assert installed.returncode == 0 and installed.stderr == ""
+    assert (tmp_path / "usr/bin/aws").read_text() == "#!/bin/sh\necho aws-cli/2\n"
+    again = _dnf(tmp_path, "install", "-y", "awscli-2")
+    assert again.returncode == 0 and "Package awscli-2 is already installed." in again.stdout
+    # A package the repository does not have: dnf's own words, nothing installed.
+    unknown = _dnf(tmp_path, "install", "-y", "awscli-2", "nvidia-driver")
+    assert unknown.returncode == 1
+    assert unknown.stderr.splitlines() == ["No match for argument: nvidia-driver",
+                                           "Error: Unable to find a match: nvidia-driver"]
+
+
+def test_the_dnf_standin_without_a_repository_fails_as_an_unreachable_one(tmp_path: Path) -> None:
+    out = _dnf(tmp_path, "install", "-y", "awscli-2")
+    assert out.returncode == 1 and "Failed to download metadata for repo 'amazonlinux'" in out.stderr
+    assert not (tmp_path / "usr").exists()
+    assert _dnf(tmp_path, "upgrade").returncode == 1
+
+
+# ----------------------------------------------------------------------------------------- the boot, run
+
+
+@pytest.fixture()
+def imds() -> Iterator[Imds]:
+    meta = InstanceMeta(INSTANCE, "c5.large", "us-east-1a", "us-east-1", "", role_name="boot-role")
+    server = Imds(meta).start()
+    yield server
+    server.stop()
+
+
+def test_a_boot_that_cannot_install_the_aws_cli_says_why_reports_without_it_and_powers_off(
+        tmp_path: Path, imds: Imds) -> None:
+    host = Host(tmp_path, imds, [*TOOLS, "python3"])  # the repository has no awscli-2
+    out = host.boot(render())
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "boot failed: cannot install the AWS CLI: Error: Unable to find a match: awscli-2" in out.stdout
+    assert host.shutdowns() == ["-h +30 submitter: max_runtime reached", "-h now"]
+    report = json.loads((tmp_path / "submitter-boot.json").read_text())
+    assert report["state"] == "boot-failed" and report["instance_id"] == INSTANCE
+    assert report["reason"] == "cannot install the AWS CLI: Error: Unable to find a match: awscli-2"
+    # No AWS CLI, so the standard-library reporter tried (nothing listens at the endpoint here; see
+    # tests/functional/test_boot_report.py for the report arriving and the group shrinking).
+    assert "boot failure not reported to S3" in out.stdout and "did not leave an Auto Scaling group" in out.stdout
+
+
+def test_a_boot_on_a_host_without_python3_still_says_why_and_powers_off(tmp_path: Path, imds: Imds) -> None:
+    host = Host(tmp_path, imds, TOOLS)
+    out = host.boot(render())
+    assert out.returncode == 1 and "boot failed: python3 is not on this image" in out.stdout
+    assert host.shutdowns()[-1] == "-h now"
+
+
+def test_a_boot_installs_what_the_image_lacks_then_reports_with_the_aws_cli(tmp_path: Path, imds: Imds) -> None:
+    host = Host(tmp_path, imds, [*TOOLS, "python3"])
+    calls = tmp_path / "aws.log"
+    package(host.root, "awscli-2", {"usr/bin/aws": f'#!/bin/sh\necho "$*" >> {calls}\n'})
+    package(host.root, "e2fsprogs", {"usr/sbin/mkfs.ext4": "#!/bin/sh\nexit 0\n"})
+    # No account id anywhere (not rendered, none in IMDS): the boot gives up at the first step after the installs.
+    out = host.boot(render(BUCKET_OWNER=""))
+    assert "installed awscli-2 in " in out.stdout and "installed e2fsprogs in " in out.stdout, out.stdout
+    assert "boot failed: no account id for the bucket owner" in out.stdout
+    assert calls.read_text().splitlines() == [
+        f"s3api put-object --bucket b --key p/submissions/s-1/instances/{INSTANCE}.json "
+        f"--body {tmp_path}/submitter-boot.json",
+        f"autoscaling terminate-instance-in-auto-scaling-group --instance-id {INSTANCE} "
+        "--should-decrement-desired-capacity",
+    ]
+    assert host.shutdowns()[-1] == "-h now" and out.returncode == 1
+
+
+# ----------------------------------------------------------------------------------------- SigV4
+
+
+CREDS = {"AccessKeyId": "ASIAEXAMPLEKEY000001", "SecretAccessKey": "c2VjcmV0/example+key", "Token": "tok/en=="}
+
+
+def _botocore(auth: type[SigV4Auth], service: str, method: str, url: str, body: bytes,
+              headers: dict[str, str]) -> AWSRequest:
+    request = AWSRequest(method=method, url=url, data=body,
+                         headers={**headers, "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()})
+    auth(Credentials(CREDS["AccessKeyId"], CREDS["SecretAccessKey"], CREDS["Token"]), service,
+         "eu-west-1").add_auth(request)
+    return request
+
+
+@pytest.mark.parametrize("case", ["autoscaling", "s3"])
+def test_the_reporters_signature_is_the_one_botocore_computes(case: str) -> None:
+    if case == "s3":
+        auth, method, headers = S3SigV4Auth, "PUT", {"Content-Type": "application/json",
+                                                     "x-amz-expected-bucket-owner": "123456789012"}
+        url = boot_report.endpoint("s3", "eu-west-1", "bkt") + "/p/submissions/s-1/instances/i-1.json"
+        body = b'{"state": "boot-failed"}\n'
+    else:
+        auth, method, headers = SigV4Auth, "POST", {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        url = boot_report.endpoint("autoscaling", "eu-west-1") + "/"
+        body = b"Action=TerminateInstanceInAutoScalingGroup&Version=2011-01-01&InstanceId=i-1"
+    theirs = _botocore(auth, case, method, url, body, headers)
+    ours = boot_report.sign(method, url, "eu-west-1", case, body, headers, CREDS, theirs.headers["X-Amz-Date"])
+    assert ours["Authorization"] == theirs.headers["Authorization"]
+    assert ours["X-Amz-Security-Token"] == CREDS["Token"]
+
+
+def test_the_reporter_goes_where_the_cli_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    assert boot_report.endpoint("s3", "us-east-1", "bkt") == "https://bkt.s3.us-east-1.amazonaws.com"
+    assert boot_report.endpoint("autoscaling", "cn-north-1") == "https://autoscaling.cn-north-1.amazonaws.com.cn"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000/")
+    assert boot_report.endpoint("s3", "us-east-1", "bkt") == "http://127.0.0.1:5000/bkt"
+    assert boot_report.endpoint("autoscaling", "us-east-1") == "http://127.0.0.1:5000"
+    assert os.environ["AWS_ENDPOINT_URL"].endswith("/")
