@@ -13,8 +13,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from submitter.errors import SpecError, SpecProblem
+from submitter.spec import yaml_bounded
 from submitter.spec.models import JobSpec
 from submitter.spec.values import SECRET_NAME, SECRET_VALUE
+from submitter.spec.yaml_bounded import MERGE, Mapping
 
 
 @dataclass(frozen=True)
@@ -48,28 +50,26 @@ def load_many(paths: Sequence[Path]) -> list[LoadedSpec]:
 
 def load(path: Path) -> LoadedSpec:
     shown = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise SpecError([SpecProblem(shown, None, "", "no such file")])
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise SpecError([SpecProblem(shown, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not path.is_file():
+        raise SpecError([SpecProblem(shown, None, "", "is not a regular file (a directory, device or pipe)")])
+    text = yaml_bounded.read_text(path, shown)
+    node, problems = yaml_bounded.compose(text, shown)
     if node is None:
         raise SpecError([SpecProblem(shown, None, "",
                                      "the file is empty; a spec needs at least name, command, resources")])
     if not isinstance(node, yaml.MappingNode):
         raise SpecError([SpecProblem(shown, _line(node), "", "expected a mapping of fields (name:, command:, ...)")])
-    problems = _duplicate_keys(shown, node)
-    data = yaml.SafeLoader(text).get_single_data()
+    data, unbuilt = yaml_bounded.construct(node, shown)
+    if unbuilt:
+        raise SpecError(_reported(problems + unbuilt))
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        problems += [_problem(shown, node, err) for err in exc.errors()]
+        problems += [_problem(shown, node, err, data) for err in exc.errors()]
     if problems:
-        raise SpecError(sorted(_unique(problems), key=lambda p: p.line or 0))
+        raise SpecError(_reported(problems))
     problems += _secret_values(shown, node, spec)
     # Imported here: paths builds on this module's LoadedSpec and line lookup.
     from submitter.spec.paths import resolve
@@ -81,28 +81,52 @@ def load(path: Path) -> LoadedSpec:
     return resolved
 
 
-def _problem(file: str, root: yaml.Node, err: Any) -> SpecProblem:
-    loc = [part for part in err["loc"] if not (isinstance(part, str) and ("[" in part or part == "function-after"))]
+def _problem(file: str, root: yaml.Node, err: Any, data: Any) -> SpecProblem:
+    loc = _user_loc(err["loc"], data)
     kind = err["type"]
     message = str(err["msg"]).removeprefix("Value error, ")
-    if kind == "extra_forbidden":
-        unknown = str(loc[-1])
+    got = _clip(repr(err.get("input")))
+    if kind == "extra_forbidden" and loc:
+        unknown = loc[-1]  # the user's key verbatim: it may hold `[`, `.` or be a number
         model = _model_at(loc[:-1])
         known = list(model.model_fields) if model else []
-        hint = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
-        message = f"unknown field {unknown!r}; " + (
+        hint = [h for h in difflib.get_close_matches(str(unknown), known, n=2, cutoff=0.6) if h != unknown]
+        message = f"unknown field {_clip(repr(unknown))}; " + (
             f"did you mean {hint[0]!r}?" if hint else f"expected one of: {', '.join(known)}")
+    elif kind == "invalid_key":
+        message = f"the key {got} is not a field name: names are text (YAML reads 1, null, true as other types)"
     elif kind == "missing":
         message = "required field is missing"
     elif kind in {"float_parsing", "int_parsing", "float_type", "int_type", "int_from_float"}:
-        message = f"expected a number, got {err.get('input')!r}"
+        message = f"expected a number, got {got}"
     elif kind in {"model_type", "model_attributes_type", "dict_type"}:
-        message = f"expected a mapping of fields, got {err.get('input')!r}"
+        message = f"expected a mapping of fields, got {got}"
     elif kind == "list_type":
-        message = f"expected a list, got {err.get('input')!r}"
+        message = f"expected a list, got {got}"
     elif kind == "too_short":
         message = "expected at least one item"
-    return SpecProblem(file, _line(root, loc), ".".join(str(p) for p in loc), message)
+    return SpecProblem(file, _line(root, loc), ".".join(_clip(str(p)) for p in loc), _clip(message, 400))
+
+
+def _user_loc(loc: Sequence[Any], data: Any) -> list[Any]:
+    """Pydantic's error location without the union members and validators it inserts ("int",
+    "literal['auto']", "function-after[...]"): a part is kept when it is a key or index of the user's data, or,
+    past the data (a missing field), unless it is one of pydantic's own names."""
+    kept: list[Any] = []
+    for part in loc:
+        inside = isinstance(data, dict) and part in data
+        inside = inside or (isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
+        if inside:
+            data = data[part]
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part in _PYDANTIC_PARTS):
+            continue
+        else:
+            data = None
+        kept.append(part)
+    return kept
+
+
+_PYDANTIC_PARTS = {"int", "float", "str", "bool", "none", "list", "dict", "is-instance", "lax-or-strict"}
 
 
 def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
@@ -120,19 +144,18 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
 
 
 def _line(node: yaml.Node | None, loc: Sequence[Any] = ()) -> int | None:
-    """The line of the deepest YAML node that `loc` reaches (1-based)."""
+    """The line of the deepest YAML node that `loc` reaches (1-based): one dict lookup per level on the
+    composer's indexed mappings, through aliases (to the anchor's lines) and `<<` merges."""
     if node is None:
         return None
     line = node.start_mark.line + 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    line, node = key.start_mark.line + 1, value
-                    break
-            else:
+            pair = _field(node, str(part))
+            if pair is None:
                 return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:
@@ -140,20 +163,35 @@ def _line(node: yaml.Node | None, loc: Sequence[Any] = ()) -> int | None:
     return line
 
 
-def _duplicate_keys(file: str, node: yaml.Node, path: str = "") -> list[SpecProblem]:
-    problems = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = f"{path}.{key.value}" if path else str(key.value)
-            if key.value in seen:
-                problems.append(SpecProblem(file, key.start_mark.line + 1, name, "is given twice; keep one"))
-            seen.add(key.value)
-            problems += _duplicate_keys(file, value, name)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            problems += _duplicate_keys(file, item, f"{path}.{i}")
-    return problems
+def _field(node: yaml.MappingNode, name: str) -> tuple[yaml.Node, yaml.Node] | None:
+    fields = node.fields if isinstance(node, Mapping) else {k.value: (k, v) for k, v in reversed(node.value)}
+    found = node.find(name) if isinstance(node, Mapping) else fields.get(name)
+    if found is not None:
+        return found
+    merge = fields.get("<<")
+    if merge is None or merge[0].tag != MERGE:
+        return None
+    sources = merge[1].value if isinstance(merge[1], yaml.SequenceNode) else [merge[1]]
+    for source in sources:  # depth is bounded by the composer, so this recursion is too
+        if isinstance(source, yaml.MappingNode) and (found := _field(source, name)) is not None:
+            return found
+    return None
+
+
+def _reported(problems: list[SpecProblem]) -> list[SpecProblem]:
+    """Each problem once, by line; a hostile file's thousands are cut to the first MAX_PROBLEMS."""
+    ordered = sorted(_unique(problems), key=lambda p: p.line or 0)
+    if len(ordered) <= MAX_PROBLEMS:
+        return ordered
+    rest = len(ordered) - MAX_PROBLEMS
+    return ordered[:MAX_PROBLEMS] + [SpecProblem(ordered[0].file, None, "", f"... and {rest} more problems")]
+
+
+MAX_PROBLEMS = 50
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _secret_values(file: str, root: yaml.Node, spec: JobSpec) -> list[SpecProblem]:
