@@ -107,6 +107,7 @@ def install() -> None:
         create_aws_request.signed_path = True  # type: ignore[attr-defined]
         IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
     _refuse_sessions_of_deleted_roles()
+    _auth_errors_in_json_for_json_clients()
 
 
 def _refuse_sessions_of_deleted_roles() -> None:
@@ -129,6 +130,29 @@ def _refuse_sessions_of_deleted_roles() -> None:
 
     __init__.deleted_role = True  # type: ignore[attr-defined]
     AssumedRoleAccessKey.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _auth_errors_in_json_for_json_clients() -> None:
+    """moto writes its authentication and authorisation errors (InvalidClientTokenId, AccessDenied, ...) as XML
+    whatever the protocol, so a JSON-protocol client (SQS, SSM, ECR, as the AWS CLI and boto3 call them) read a
+    bare 403 with no code; AWS answers those in JSON, `__type` naming the code."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import JsonRESTError, _RESTError
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    if getattr(original, "json_errors", False):
+        return
+
+    def authenticate(self: Any, resource: str = "*") -> None:
+        try:
+            original(self, resource)
+        except _RESTError as error:
+            if isinstance(error, JsonRESTError) or "json" not in str(self.headers.get("Content-Type", "")):
+                raise
+            raise error.to_json() from None
+
+    authenticate.json_errors = True  # type: ignore[attr-defined]
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authenticate  # type: ignore[method-assign]
 
 
 def create_admin(account: str) -> tuple[str, str]:

@@ -140,13 +140,15 @@ def test_credentials_of_a_deleted_role_are_refused_with_403_not_an_internal_erro
     plan = _plan(tmp_path, token="dead00")
     worker = _instance_session(admin, account, plan)
     assert _code(lambda: worker.client("s3").head_bucket(Bucket="gonebkt")) != "InvalidAccessKeyId"
+    assert _code(lambda: worker.client("sqs").create_queue(QueueName="not-its-own")) == "AccessDenied"  # JSON too
     role = pool_plan(plan).names.role
     admin.client("iam").delete_role_policy(RoleName=role, PolicyName="submitter")
     admin.client("iam").delete_role(RoleName=role)
-    # moto looked the role up while evaluating the request and answered 500 (NoSuchEntity in its log). moto
-    # writes its authentication errors as XML, which a JSON-protocol client (SQS, SSM, ECR) reads as a bare 403.
+    # moto looked the role up while evaluating the request and answered 500 (NoSuchEntity in its log); and it
+    # wrote the error as XML, which a JSON-protocol client (SQS, SSM, ECR) read as a bare 403 without a code.
     for call, code in ((lambda: worker.client("sts").get_caller_identity(), "InvalidClientTokenId"),
-                       (lambda: worker.client("sqs").list_queues(), "403"),
+                       (lambda: worker.client("sqs").list_queues(), "InvalidClientTokenId"),
+                       (lambda: worker.client("ssm").get_parameter(Name="/x"), "InvalidClientTokenId"),
                        (lambda: worker.client("s3").list_objects_v2(Bucket="gonebkt"), "InvalidAccessKeyId")):
         try:
             call()
