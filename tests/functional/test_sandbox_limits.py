@@ -237,6 +237,12 @@ def test_auto_scaling_at_most_40_overrides_and_50_tags(session: boto3.Session) -
     assert _code(lambda: create("forty", 40)) == "OK"
     code, message = _error(lambda: create("forty-one", 41))
     assert code == "ValidationError" and "less than or equal to 40" in message
+    assert _code(lambda: autoscaling.update_auto_scaling_group(AutoScalingGroupName="forty", DesiredCapacity=0)) == "OK"
+    too_many = {"LaunchTemplate": {
+        "LaunchTemplateSpecification": {"LaunchTemplateName": "asg-lt", "Version": "$Latest"},
+        "Overrides": [{"InstanceType": "c5.large"} for _ in range(41)]}}
+    assert _code(lambda: autoscaling.update_auto_scaling_group(
+        AutoScalingGroupName="forty", MixedInstancesPolicy=too_many)) == "ValidationError"
     tags = lambda count, key="n": [{**t, "PropagateAtLaunch": True} for t in _tags(count, key)]  # noqa: E731
     assert _code(lambda: create("fifty", 1, tags(50))) == "OK"
     assert _code(lambda: create("fifty-one", 1, tags(51))) == "LimitExceeded"
@@ -254,6 +260,10 @@ def test_s3_keys_over_1024_bytes(session: boto3.Session) -> None:
     assert _code(lambda: put("é" * 512)) == "OK"  # 512 characters, 1,024 bytes
     assert _error(lambda: put("é" * 513)) == ("KeyTooLongError", "Your key is too long")
     assert _code(lambda: s3.create_multipart_upload(Bucket="limits-bucket", Key="k" * 1025)) == "KeyTooLongError"
+    copy = lambda key: s3.copy_object(Bucket="limits-bucket", Key=key,  # noqa: E731
+                                      CopySource={"Bucket": "limits-bucket", "Key": "k" * 1024})
+    assert _code(lambda: copy("c" * 1024)) == "OK"
+    assert _code(lambda: copy("c" * 1025)) == "KeyTooLongError"
 
 
 # SSM ---------------------------------------------------------------------------------------------------------
