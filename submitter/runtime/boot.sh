@@ -12,6 +12,7 @@ RUNTIME_URI={{RUNTIME_URI}}          # the instance runtime (runtime.pyz), stage
 RUNTIME_SHA256={{RUNTIME_SHA256}}    # its hash: only these bytes run here
 REPORTS_URI={{REPORTS_URI}}          # where this host reports why it gave up
 BUCKET_OWNER={{BUCKET_OWNER}}        # the bucket's account: S3 refuses a request naming it if another owns BUCKET
+# shellcheck disable=SC2016  # python3 source, meant literally: nothing in it is for the shell to expand
 BOOT_REPORT={{BOOT_REPORT}}          # python3 source (boot_report.py): give_up's report on a host without the AWS CLI
 
 # Dead-man switch before anything else: whatever happens below, this host stops billing.

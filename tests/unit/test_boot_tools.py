@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +166,9 @@ def test_the_reporter_goes_where_the_cli_would(monkeypatch: pytest.MonkeyPatch) 
     assert boot_report.endpoint("s3", "us-east-1", "bkt") == "http://127.0.0.1:5000/bkt"
     assert boot_report.endpoint("autoscaling", "us-east-1") == "http://127.0.0.1:5000"
     assert os.environ["AWS_ENDPOINT_URL"].endswith("/")
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is installed by .ci/run")
+def test_the_dnf_standin_is_shellcheck_clean() -> None:
+    out = subprocess.run(["shellcheck", "-s", "sh", str(STANDIN)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout
