@@ -83,7 +83,7 @@ install_tool() {  # COMMAND PACKAGE
     [ "$rc" = 124 ] && out="dnf install $2 timed out after 100 s"
     [ "$rc" = 0 ] && out="dnf installed $2 but there is still no $1 on PATH"
     case "$out" in *"No match for argument"*|*"Unable to find a match"*) break ;; esac
-    sleep $((i * 5))
+    if [ "$i" -lt 3 ]; then sleep $((i * 5)); fi
   done
   INSTALL_ERROR=$(printf '%s\n' "$out" | sed '/^[[:space:]]*$/d' | tail -n 1)
   return 1
