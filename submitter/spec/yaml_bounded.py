@@ -277,7 +277,9 @@ class _Constructor:
             if not isinstance(source, yaml.MappingNode):
                 self._problem(source, "`<<` merges mappings only, like `<<: *defaults`")
                 continue
-            merged.update(self.value(source))
+            built = self.value(source)
+            if isinstance(built, dict):  # else its tag was refused, and that is reported
+                merged.update(built)
         return merged
 
     def _scalar(self, node: yaml.ScalarNode) -> Any:
