@@ -36,6 +36,8 @@ CASES = [
     ("deep-block", "env:\n  X:\n    " + "- " * 5000 + "x\n", 8, f"nests deeper than {MAX_DEPTH} levels"),
     ("deep-block-mapping", "env:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 60)), 56,
      f"nests deeper than {MAX_DEPTH} levels"),
+    ("alias-deepens", "env: &d " + "[" * 40 + "]" * 40 + "\nsweep: " + "[" * 20 + "*d" + "]" * 20 + "\n", 7,
+     f"alias *d nests the spec deeper than {MAX_DEPTH} levels"),
     ("python-tag", "env: !!python/object/apply:os.system [echo pwned]\n", 6,
      "the tag !!python/object/apply:os.system on a list is not accepted"),
     ("python-name", "command: [!!python/name:os.system x]\n", 6, "the tag !!python/name:os.system"),
