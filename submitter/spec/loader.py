@@ -16,7 +16,7 @@ from submitter.errors import SpecError, SpecProblem
 from submitter.spec import yaml_bounded
 from submitter.spec.models import JobSpec
 from submitter.spec.values import SECRET_NAME, SECRET_VALUE
-from submitter.spec.yaml_bounded import MERGE, Mapping
+from submitter.spec.yaml_bounded import MERGE, Mapping, shown
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _problem(file: str, root: yaml.Node, err: Any, data: Any) -> SpecProblem:
         message = f"expected a list, got {got}"
     elif kind == "too_short":
         message = "expected at least one item"
-    return SpecProblem(file, _line(root, loc), ".".join(_clip(str(p)) for p in loc), _clip(message, 400))
+    return SpecProblem(file, _line(root, loc), ".".join(shown(str(p)) for p in loc), shown(message, 400))
 
 
 def _user_loc(loc: Sequence[Any], data: Any) -> list[Any]:

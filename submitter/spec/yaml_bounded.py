@@ -66,7 +66,7 @@ def read_text(path: Path, file: str) -> str:
     size = path.stat().st_size
     if size > MAX_SPEC_BYTES:
         _refuse(file, None, f"is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,} bytes (1 MiB): keep data "
-                            "in `inputs` (files or s3:// prefixes) and long lists in a sweep of a few values")
+                            "in `inputs` (local files or s3:// prefixes), not in the spec")
     with path.open("rb") as stream:
         data = stream.read(MAX_SPEC_BYTES + 1)
     if len(data) > MAX_SPEC_BYTES:
@@ -237,7 +237,13 @@ class _Composer:
 
 
 def _join(path: str, part: object) -> str:
-    return f"{path}.{part}" if path else str(part)
+    return f"{path}.{shown(str(part))}" if path else shown(str(part))
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """User text as it may appear in a message: control characters (a terminal escape) and lone surrogates
+    escaped, and cut to `limit` characters."""
+    return _clip(text if text.isprintable() else repr(text), limit)
 
 
 class _Constructor:
@@ -308,7 +314,7 @@ class _Constructor:
 
 
 def _shown_tag(tag: str) -> str:
-    return _clip("!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag)
+    return shown("!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag, 60)
 
 
 def _clip(text: str, limit: int = 60) -> str:

@@ -169,6 +169,15 @@ def test_the_standard_tags_still_construct(tmp_path: Path) -> None:
     assert spec.env == {"A": "1", "B": "2", "C": "0.5", "D": "true"}
 
 
+def test_control_characters_in_keys_are_shown_escaped(tmp_path: Path) -> None:
+    # A terminal escape in a key must not reach the terminal raw (it could recolour or rewrite the output).
+    err, _ = _refusal(_write(tmp_path, VALID + '"x\\e[2J": 1\n"x\\e[2J": 2\nenv: {"A\\e[31m": b}\n'))
+    rendered = err.render()
+    assert "\x1b" not in rendered
+    assert "job.yaml:7: 'x\\x1b[2J': is given twice" in rendered
+    assert "unknown field 'x\\x1b[2J'" in rendered and "env: 'A\\x1b[31m' is not a valid variable name" in rendered
+
+
 def test_an_ordinary_spec_loads(tmp_path: Path) -> None:
     spec = load(_write(tmp_path, VALID + "env: {EPOCHS: '6'}\nsweep: {LR: [0.1, 0.01]}\n")).spec
     assert (spec.name, spec.env, spec.sweep) == ("exp1", {"EPOCHS": "6"}, {"LR": ["0.1", "0.01"]})
