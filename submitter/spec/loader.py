@@ -16,7 +16,7 @@ from submitter.errors import SpecError, SpecProblem
 from submitter.spec import yaml_bounded
 from submitter.spec.models import JobSpec
 from submitter.spec.values import SECRET_NAME, SECRET_VALUE
-from submitter.spec.yaml_bounded import MERGE, Mapping, shown
+from submitter.spec.yaml_bounded import MERGE, Mapping
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,6 @@ def load_many(paths: Sequence[Path]) -> list[LoadedSpec]:
 
 def load(path: Path) -> LoadedSpec:
     shown = str(path)
-    if not path.exists():
-        raise SpecError([SpecProblem(shown, None, "", "no such file")])
-    if not path.is_file():
-        raise SpecError([SpecProblem(shown, None, "", "is not a regular file (a directory, device or pipe)")])
     text = yaml_bounded.read_text(path, shown)
     node, problems = yaml_bounded.compose(text, shown)
     if node is None:
@@ -105,7 +101,8 @@ def _problem(file: str, root: yaml.Node, err: Any, data: Any) -> SpecProblem:
         message = f"expected a list, got {got}"
     elif kind == "too_short":
         message = "expected at least one item"
-    return SpecProblem(file, _line(root, loc), ".".join(shown(str(p)) for p in loc), shown(message, 400))
+    return SpecProblem(file, _line(root, loc), ".".join(yaml_bounded.shown(str(p)) for p in loc),
+                       yaml_bounded.shown(message, 400))
 
 
 def _user_loc(loc: Sequence[Any], data: Any) -> list[Any]:

@@ -63,12 +63,19 @@ class Mapping(yaml.MappingNode):
 
 def read_text(path: Path, file: str) -> str:
     """The file's text, refused unread when it is over the cap, and never read past the cap (it may grow)."""
-    size = path.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        _refuse(file, None, f"is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,} bytes (1 MiB): keep data "
-                            "in `inputs` (local files or s3:// prefixes), not in the spec")
-    with path.open("rb") as stream:
-        data = stream.read(MAX_SPEC_BYTES + 1)
+    try:
+        if not path.exists():
+            _refuse(file, None, "no such file")
+        if not path.is_file():  # a fifo or device could block or never end
+            _refuse(file, None, "is not a regular file (a directory, device or pipe)")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            _refuse(file, None, f"is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,} bytes (1 MiB): keep "
+                                "data in `inputs` (local files or s3:// prefixes), not in the spec")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:  # unreadable, a name too long, a loop of links
+        _refuse(file, None, f"cannot be read: {exc.strerror or exc}")
     if len(data) > MAX_SPEC_BYTES:
         _refuse(file, None, f"is over {MAX_SPEC_BYTES:,} bytes (it grew while being read); a spec may be at most 1 MiB")
     try:

@@ -155,6 +155,14 @@ def test_a_pipe_is_refused_without_waiting_for_it(tmp_path: Path) -> None:
     assert elapsed < 0.5 and "not a regular file" in err.problems[0].message
 
 
+def test_a_path_the_system_cannot_open_is_a_spec_error(tmp_path: Path) -> None:
+    err, _ = _refusal(tmp_path / ("a" * 5000))
+    assert err.problems[0].message == "cannot be read: File name too long"
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    err, _ = _refusal(tmp_path / "loop.yaml")
+    assert err.problems[0].message in {"no such file", "cannot be read: Too many levels of symbolic links"}
+
+
 def test_unquoted_dates_and_equals_signs_stay_text(tmp_path: Path) -> None:
     spec = load(_write(tmp_path, VALID + "env: {START: 2024-01-01, WHEN: 2024-01-01T10:00:00Z, OP: =}\n")).spec
     assert spec.env == {"START": "2024-01-01", "WHEN": "2024-01-01T10:00:00Z", "OP": "="}
