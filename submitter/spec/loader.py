@@ -73,7 +73,7 @@ def load(path: Path) -> LoadedSpec:
     resolved, more = resolve(path, node, spec)
     problems += more
     if problems:
-        raise SpecError(problems)
+        raise SpecError(_reported(problems))
     return resolved
 
 
@@ -175,6 +175,9 @@ def _field(node: yaml.MappingNode, name: str) -> tuple[yaml.Node, yaml.Node] | N
     return None
 
 
+MAX_PROBLEMS = 50  # a hostile file can make thousands; the first fifty show what to fix
+
+
 def _reported(problems: list[SpecProblem]) -> list[SpecProblem]:
     """Each problem once, by line; a hostile file's thousands are cut to the first MAX_PROBLEMS."""
     ordered = sorted(_unique(problems), key=lambda p: p.line or 0)
@@ -182,9 +185,6 @@ def _reported(problems: list[SpecProblem]) -> list[SpecProblem]:
         return ordered
     rest = len(ordered) - MAX_PROBLEMS
     return ordered[:MAX_PROBLEMS] + [SpecProblem(ordered[0].file, None, "", f"... and {rest} more problems")]
-
-
-MAX_PROBLEMS = 50
 
 
 def _clip(text: str, limit: int = 80) -> str:

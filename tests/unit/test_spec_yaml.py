@@ -143,6 +143,13 @@ def test_thousands_of_problems_are_cut_to_fifty_and_found_fast(tmp_path: Path) -
     assert len(err.problems) == 51 and err.problems[-1].message == "... and 19950 more problems"
 
 
+def test_thousands_of_secret_looking_env_values_are_cut_too(tmp_path: Path) -> None:
+    env = "env:\n" + "".join(f"  TOKEN_{i}: x\n" for i in range(20_000))
+    err, elapsed = _refusal(_write(tmp_path, VALID + env))
+    assert elapsed < 3.0
+    assert len(err.problems) == 51 and err.problems[0].line == 7 and "looks like a secret" in err.problems[0].message
+
+
 def test_not_utf8_names_the_byte_and_line(tmp_path: Path) -> None:
     err, _ = _refusal(_write(tmp_path, (VALID + "env: {A: café}\n").encode("latin-1")))
     assert (err.problems[0].line, err.problems[0].message) == (
