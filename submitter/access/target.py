@@ -143,9 +143,11 @@ def port_22_open(aws: Aws, target: Target, cidr: str, say: Say, now: datetime | 
     token = secrets.token_hex(4)
     until = contract.iso((now or datetime.now(timezone.utc)) + timedelta(seconds=SESSION_S))
     mark = f"{contract.SSH_RULE_MARK} {token} until {until}"
-    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    # A signal the caller ignores stays ignored (under `nohup` a hang-up does not end the process, so it must
+    # not end the session either).
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     with contextlib.suppress(ValueError):  # not the main thread: nothing to install
-        for sig in _SIGNALS:
+        for sig in previous:
             signal.signal(sig, _interrupt)
     group = ""
     try:

@@ -177,7 +177,10 @@ def test_notebook_forwards_a_server_in_the_job_container_and_closes_on_ctrl_c(
     proc = subprocess.Popen(
         [sys.executable, "-m", "submitter", "--sandbox", "notebook", running["run_id"], "--port", "8765",
          "--command", "python -m http.server 8765 --directory /app"],
-        cwd=REPO, env=sandbox_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=sandbox_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal: a background job of a non-interactive shell (a CI script's `cmd &`)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -91,11 +91,23 @@ def test_the_rule_exists_only_inside_the_block_even_on_error_ctrl_c_and_sighup(a
             assert _sessions(aws, target.instance_id)
             raise exc
         assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
-    # A closed terminal (SIGHUP) ends the session like Ctrl-C: the rule goes.
-    with pytest.raises(KeyboardInterrupt), reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
-        os.kill(os.getpid(), signal.SIGHUP)
-    assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL, "the handler before the session is back"
+    # A closed terminal (SIGHUP) ends the session like Ctrl-C: the rule goes. (Set the default handler first:
+    # pytest may run under nohup, which ignores SIGHUP.)
+    outer = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt), reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL, "the handler before the session is back"
+        # Under nohup a hang-up does not end the process, so it does not end the session either.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with reach.port_22_open(aws, target, "198.51.100.7/32", said.append):
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert _sessions(aws, target.instance_id), "still open"
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert _sessions(aws, target.instance_id) == {} and _groups(aws) == before
+    finally:
+        signal.signal(signal.SIGHUP, outer)
     assert any("closed TCP 22" in s for s in said)
 
 
