@@ -66,6 +66,8 @@ def _write(tmp_path: Path, text: str | bytes) -> Path:
     return path
 
 
+# The time bounds below are hang guards (an unbounded parse of these inputs takes minutes or never ends),
+# set loose enough for a busy two-core CI machine; speed targets live in bench/.
 def _refusal(path: Path) -> tuple[SpecError, float]:
     started = time.monotonic()
     with pytest.raises(SpecError) as caught:
@@ -77,7 +79,7 @@ def _refusal(path: Path) -> tuple[SpecError, float]:
 def test_hostile_yaml_is_a_spec_error_at_its_line(tmp_path: Path, case: tuple) -> None:
     _, text, line, words = case
     err, elapsed = _refusal(_write(tmp_path, VALID + text))
-    assert elapsed < 2.0
+    assert elapsed < 5.0
     assert [p for p in err.problems if p.line == line and words in p.message], err.render()
 
 
@@ -92,7 +94,7 @@ def test_hostile_yaml_exits_2_through_the_cli_without_a_traceback(tmp_path: Path
 def test_an_alias_bomb_is_refused_at_its_first_big_alias_in_milliseconds(tmp_path: Path) -> None:
     # Nine levels of nine: 387 million strings if expanded (the classic "billion laughs").
     err, elapsed = _refusal(_write(tmp_path, VALID + BOMB))
-    assert elapsed < 0.5
+    assert elapsed < 2.0
     assert len(err.problems) == 1 and err.problems[0].message.startswith("alias *d expands")
 
 
@@ -121,7 +123,7 @@ def test_a_60_mb_file_is_refused_by_its_size_before_it_is_read(tmp_path: Path) -
         stream.write(VALID.encode())
         stream.truncate(60 * 1024 * 1024)
     err, elapsed = _refusal(path)
-    assert elapsed < 0.5
+    assert elapsed < 2.0
     assert err.problems[0].message.startswith(f"is 62,914,560 bytes; a spec may be at most {MAX_SPEC_BYTES:,} bytes")
 
 
@@ -133,20 +135,20 @@ def test_a_file_at_the_cap_is_read_and_parsed_within_seconds(tmp_path: Path) -> 
     assert path.stat().st_size <= MAX_SPEC_BYTES
     started = time.monotonic()
     assert len(load(path).spec.env) == count
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 15.0
 
 
 def test_thousands_of_problems_are_cut_to_fifty_and_found_fast(tmp_path: Path) -> None:
     # 20,000 unknown keys: each problem's line is a dict lookup, not a scan of the file
     err, elapsed = _refusal(_write(tmp_path, VALID + "".join(f"unknown{i}: 1\n" for i in range(20_000))))
-    assert elapsed < 3.0
+    assert elapsed < 10.0
     assert len(err.problems) == 51 and err.problems[-1].message == "... and 19950 more problems"
 
 
 def test_thousands_of_secret_looking_env_values_are_cut_too(tmp_path: Path) -> None:
     env = "env:\n" + "".join(f"  TOKEN_{i}: x\n" for i in range(20_000))
     err, elapsed = _refusal(_write(tmp_path, VALID + env))
-    assert elapsed < 3.0
+    assert elapsed < 10.0
     assert len(err.problems) == 51 and err.problems[0].line == 7 and "looks like a secret" in err.problems[0].message
 
 
@@ -159,7 +161,7 @@ def test_not_utf8_names_the_byte_and_line(tmp_path: Path) -> None:
 def test_a_pipe_is_refused_without_waiting_for_it(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "job.yaml")
     err, elapsed = _refusal(tmp_path / "job.yaml")
-    assert elapsed < 0.5 and "not a regular file" in err.problems[0].message
+    assert elapsed < 2.0 and "not a regular file" in err.problems[0].message
 
 
 def test_a_path_the_system_cannot_open_is_a_spec_error(tmp_path: Path) -> None:
