@@ -177,3 +177,28 @@ def test_a_secret_value_over_ssms_size_is_refused_before_anything_is_created(
     assert "error: secret FID_SECRET (environment or .env): 5,000 bytes; at most 4,096" in result.output
     assert "sss" not in result.output
     assert all(op.startswith(("Head", "Get", "Describe", "List")) for op in calls), calls
+
+
+# ------------------------------------------------------------------------------------- hostile specs
+
+
+HOSTILE_SPECS = {
+    "alias bomb": "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+    "python tag": "name: !!python/object/apply:os.system ['true']\ncommand: [x]\n",
+    "path trick": f"name: fid\nimage: {{uri: '{URI}'}}\ncommand: [x]\nresources: {{instance_types: [c5.large]}}\n"
+                  "inputs: [{source: /etc, target: /data/../etc/cron.d/x}]\n",
+    "option-like uri": "name: fid\nimage: {uri: '--privileged/x'}\ncommand: [x]\n"
+                       "resources: {instance_types: [c5.large]}\n",
+    "infinite cost": f"name: fid\nimage: {{uri: '{URI}'}}\ncommand: [x]\nresources: {{instance_types: [c5.large]}}\n"
+                     "limits: {max_cost: .inf}\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_SPECS))
+def test_a_hostile_spec_makes_no_aws_call_and_no_build(calls: list[str], tmp_path: Path, kind: str) -> None:
+    (tmp_path / "job.yaml").write_text(HOSTILE_SPECS[kind])
+    result = CliRunner().invoke(app, ["submit", "job.yaml"])  # not a dry run: this would build and launch
+    assert result.exit_code == 2, result.output
+    assert "job.yaml" in result.output and "Traceback" not in result.output
+    assert calls == [], calls  # refused before the first AWS call (and the engine is unreachable: no build)
