@@ -6,9 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from submitter.cli import app
+from cli_run import invoke
 
 VALID = """\
 name: exp1
@@ -94,24 +92,12 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _submit(args: list[str], cwd: Path) -> tuple[int, str]:
-    import os
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, args)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_malformed_spec_exits_2_naming_file_line_field(project: Path, case: tuple) -> None:
     _, text, line, field, words = case
     spec = project / "job.yaml"
     spec.write_text(text)
-    code, output = _submit(["submit", "job.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "job.yaml", "--dry-run"], project)
     assert code == 2, output
     assert "Traceback" not in output
     location = f"job.yaml:{line}:" if line else "job.yaml:"
@@ -131,7 +117,7 @@ def test_all_problems_of_a_file_are_reported_at_once(project: Path) -> None:
           max_price: cheap
         limits: {max_runtime: forever}
     """))
-    code, output = _submit(["submit", "job.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "job.yaml", "--dry-run"], project)
     assert code == 2
     for expected in ("job.yaml:1: name:", "job.yaml:5: resources.max_price:", "job.yaml:6: limits.max_runtime:"):
         assert expected in output
@@ -140,7 +126,7 @@ def test_all_problems_of_a_file_are_reported_at_once(project: Path) -> None:
 def test_problems_of_several_files_are_reported_together(project: Path) -> None:
     (project / "a.yaml").write_text(VALID.replace("exp1", "A"))
     (project / "b.yaml").write_text(VALID.replace("0.1", "x"))
-    code, output = _submit(["submit", "a.yaml", "b.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "a.yaml", "b.yaml", "--dry-run"], project)
     assert code == 2
     assert "a.yaml:1: name:" in output and "b.yaml:5: resources.max_price:" in output
 
@@ -148,19 +134,19 @@ def test_problems_of_several_files_are_reported_together(project: Path) -> None:
 def test_two_specs_with_one_name_are_refused(project: Path) -> None:
     (project / "a.yaml").write_text(VALID)
     (project / "b.yaml").write_text(VALID)
-    code, output = _submit(["submit", "a.yaml", "b.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "a.yaml", "b.yaml", "--dry-run"], project)
     assert code == 2
     assert "'exp1' is also the name of a.yaml" in output
 
 
 def test_missing_spec_file(project: Path) -> None:
-    code, output = _submit(["submit", "nope.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "nope.yaml", "--dry-run"], project)
     assert code == 2
     assert "nope.yaml: no such file" in output
 
 
 def test_debug_shows_the_traceback(project: Path) -> None:
     (project / "job.yaml").write_text("name: BAD\n")
-    code, output = _submit(["--debug", "submit", "job.yaml", "--dry-run"], project)
+    code, output = invoke(["--debug", "submit", "job.yaml", "--dry-run"], project)
     assert code == 2
     assert "Traceback" in output

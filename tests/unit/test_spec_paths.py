@@ -10,9 +10,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_run import invoke
 
-from submitter.cli import app
 from submitter.errors import SpecError
 from submitter.spec import load
 
@@ -304,16 +303,6 @@ def test_names_may_still_hold_and_end_with_a_dash(project: Path) -> None:
     assert load(project / "job.yaml").spec.name == "0-exp-"
 
 
-def _cli(args: list[str], cwd: Path) -> tuple[int, str]:
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, args)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
-
-
 def test_submit_dry_run_refuses_every_trick_at_once_with_exit_2(project: Path) -> None:
     (project / "etc-link").symlink_to("/etc")
     (project / "job.yaml").write_text("name: '-x'\n" + VALID.split("\n", 1)[1] + (
@@ -322,7 +311,7 @@ def test_submit_dry_run_refuses_every_trick_at_once_with_exit_2(project: Path) -
         "outputs: /proc/self\n"
         "inputs:\n  - {source: etc-link, target: /data/e}\n"
         "limits: {max_cost: .inf}\n"))
-    code, output = _cli(["submit", "job.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "job.yaml", "--dry-run"], project)
     assert code == 2, output
     assert "Traceback" not in output
     for where in ("job.yaml:1: name:", "job.yaml:7: volume_mount:", "job.yaml:8: outputs:",
@@ -332,7 +321,7 @@ def test_submit_dry_run_refuses_every_trick_at_once_with_exit_2(project: Path) -
     # Path problems come once the fields validate: the same spec with those fixed shows them.
     (project / "job.yaml").write_text(VALID + "image: {dockerfile: /etc/passwd, context: /}\n"
                                       "inputs:\n  - {source: etc-link, target: /data/e}\n")
-    code, output = _cli(["submit", "job.yaml", "--dry-run"], project)
+    code, output = invoke(["submit", "job.yaml", "--dry-run"], project)
     assert code == 2 and "Traceback" not in output, output
     assert "job.yaml:6: image.context: the build context is / , the whole filesystem" in output
     assert re.search(r"job.yaml:8: inputs.0.source: \S*etc-link is a symbolic link to /etc", output), output
