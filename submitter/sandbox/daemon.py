@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from submitter.sandbox import fidelity, iam, limits, prices
+from submitter.sandbox import batch, fidelity, iam, limits, prices
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
 
     sshd.install_console_output()  # instances launched with a key pair show their SSH host keys there
     iam.install()
+    # Batch jobs run on the engine as on ECS-EC2 (host network, job role endpoint); before any IAM backend exists,
+    # so AWS's managed policies load with it (init --batch attaches one).
+    batch.install(endpoint, args.region, st.home_hash(args.home))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["moto"], verbose=False)
     moto.start()
     # IAM is enforced from the first request on: the CLI side signs as an administrator user, each instance as
@@ -180,6 +183,7 @@ def main(argv: list[str]) -> int:
     finally:
         log.info("stopping: tearing down %d instance(s)", len(runner.hosts))
         runner.shutdown_all()
+        batch.shutdown()
         control.shutdown()
         moto.stop()
         log.info("stopped")
