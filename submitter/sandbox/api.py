@@ -210,7 +210,7 @@ def down(settings: Settings, say: Say) -> None:
         engine = None
     if engine is not None:
         for container in engine.containers.list(all=True, filters={"label": f"{st.LABEL}={label}"}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # and its anonymous volumes (Batch jobs have one)
     for record_file in sorted(paths.instances.glob("*/instance.json")):
         record = st.read_json(record_file) or {}
         iid = record_file.parent.name
