@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from submitter.spec.values import (
+    ARM64_FAMILY,
     ENV_NAME,
     INSTANCE_TYPE,
     MAX_RUNS,
@@ -78,6 +79,11 @@ class Resources(_Model):
         for item in value:
             if not isinstance(item, str) or not INSTANCE_TYPE.match(item):
                 raise ValueError(f"{item!r} is not an EC2 instance type, like g4dn.xlarge")
+            if ARM64_FAMILY.match(item.split(".")[0]):
+                # The image is built for this machine's x86_64 and the plan launches the x86_64 AMI: an arm64
+                # host could not run either (docs/decisions.md, "Instance AMI").
+                raise ValueError(f"{item} is an arm64 (Graviton) type; submitter runs x86_64 images on x86_64 "
+                                 "AMIs: use an x86_64 type instead, like c6i.large or g5.xlarge")
         if len(set(value)) != len(value):
             raise ValueError("lists an instance type twice")
         return value

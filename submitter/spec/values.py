@@ -16,6 +16,9 @@ MAX_RUNS = 1000  # runs per submission (a sweep's combinations)
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# Graviton (arm64) families: the generation digit is followed by "g" (c6g, c7gn, m8g, t4g, g5g, im4gn, is4gen,
+# hpc7g), plus a1 and the Apple-silicon mac2 family. g4dn or c7a are x86_64: their "g"/"a" come elsewhere.
+ARM64_FAMILY = re.compile(r"^(?:[a-z]+\d+g[a-z]*(?:-[a-z0-9]+)?|a1|mac2(?:-[a-z0-9]+)?)$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

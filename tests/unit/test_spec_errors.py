@@ -38,6 +38,8 @@ CASES = [
      5, "resources.max_price", "greater than 0"),
     ("bad-instance-type", VALID.replace("[c5.large]", "[c5large]"),
      4, "resources.instance_types", "'c5large' is not an EC2 instance type"),
+    ("arm64-instance-type", VALID.replace("[c5.large]", "[c5.large, c7gn.xlarge]"),
+     4, "resources.instance_types", "c7gn.xlarge is an arm64 (Graviton) type; submitter runs x86_64 images"),
     ("no-instance-types", VALID.replace("[c5.large]", "[]"),
      4, "resources.instance_types", "expected at least one item"),
     ("bad-gpus", VALID + "  gpus: many\n",
