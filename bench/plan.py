@@ -53,7 +53,8 @@ def _project(work: Path) -> tuple[Path, Path]:
 def _env(work: Path) -> dict[str, str]:
     """No credentials, no sandbox, no stray config: the dry run must not reach for any network."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SUBMITTER_"))}
-    env.update({"HOME": str(work), "SUBMITTER_HOME": str(work / ".submitter"),
+    # HOME outside the project: a build context that is (or holds) the home directory is refused.
+    env.update({"HOME": str(work.with_name(work.name + "-home")), "SUBMITTER_HOME": str(work / ".submitter"),
                 "AWS_CONFIG_FILE": str(work / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-creds")})
     return env
 
