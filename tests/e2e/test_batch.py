@@ -1,7 +1,7 @@
 """The AWS Batch backend end to end in the sandbox (issue 16): `init --batch`, then a sweep submitted with
 `--backend batch` runs its containers on the real engine through moto's Batch (submitter/sandbox/batch.py) as
 one array job, the wrapper in each container acting as the job role; `status`, `logs`, `results` and `cancel`
-work on it as on the worker pool."""
+work on it as on the worker pool; a failed run gets its re-run from Batch's retryStrategy."""
 
 from __future__ import annotations
 
@@ -190,3 +190,28 @@ def test_cancel_stops_a_running_batch_job_gracefully_and_removes_its_role(
     assert job["statusReason"] == "cancelled with submitter cancel", job
     assert f"submitter-{sub_id}" in out["removed"][0], out["removed"]
     sandbox.wait_for(lambda: _job_containers(sandbox) == [], 60, "the job's container to be removed")
+
+
+def test_a_failed_run_is_run_again_by_batchs_retry_strategy_then_fails(
+    sandbox: Any, sandbox_env: dict[str, str], batch_project: Path
+) -> None:
+    """retries.on_failure 1: the wrapper asks for another attempt (exit 75), the job definition's retryStrategy
+    gives it one (AWS_BATCH_JOB_ATTEMPT 2), and that attempt ends the run as failed with the command's code."""
+    spec, _ = _spec(batch_project, """\
+        command: [python, train.py]
+        env: {EPOCHS: "2", SAMPLES: "300", FAIL_WITH: "3"}
+        resources: {instance_types: [c5.large], backend: batch}
+        retries: {on_failure: 1}
+    """)
+    result = _cli(sandbox_env, batch_project, "submit", str(spec), "--wait", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    (run,) = out["runs"]
+    assert run["state"] == "failed" and run["exit_code"] == 3, run
+    sub_id = out["submissions"][0]["submission_id"]
+    s3, bucket = sandbox.client("s3"), sandbox["bucket"]
+    record = json.loads(s3.get_object(Bucket=bucket, Key=f"submitter/submissions/{sub_id}/batch.json")["Body"].read())
+    (job,) = sandbox.client("batch").describe_jobs(jobs=[record["job_id"]])["jobs"]
+    assert job["status"] == "FAILED" and [a["container"]["exitCode"] for a in job["attempts"]] == [75, 1], job
+    agent = _cli(sandbox_env, batch_project, "logs", run["run_id"], "--agent")
+    assert "attempt 2 (batch_job_id" in agent.stdout, agent.stdout
