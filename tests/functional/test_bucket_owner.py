@@ -222,3 +222,30 @@ def test_the_boto3_runtime_store_names_the_owner_on_every_request(aws: Aws, tmp_
     store.upload_file(tmp_path / "f", "p/f")
     assert {op for op, _ in sent} >= {"PutObject", "GetObject", "HeadObject", "ListObjectsV2"}
     assert all(owner == OURS for _, owner in sent), sent
+
+
+def test_the_account_is_asked_of_sts_once_per_access_key_and_remembered(tmp_path: Path) -> None:
+    import threading
+
+    with mock_aws():
+        session = boto3.Session(aws_access_key_id="AKIAREMEMBERED000001", aws_secret_access_key="x",
+                                region_name=REGION)
+        calls: list[str] = []
+        first = Aws(session, REGION, accounts_file=tmp_path / "accounts.json")
+        first.client("sts").meta.events.register("before-call.sts.GetCallerIdentity",
+                                                 lambda **_: calls.append("sts"))
+        # S3's worker threads ask at once: one STS call.
+        threads = [threading.Thread(target=first.account) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert first.account() == OURS and calls == ["sts"]
+        assert "AKIAREMEMBERED" not in (tmp_path / "accounts.json").read_text(), "the key id is not stored"
+        # The next command with the same key reads it back: no STS client, no call.
+        second = Aws(session, REGION, accounts_file=tmp_path / "accounts.json")
+        assert second.account() == OURS and "sts" not in second._clients
+        # Another key is asked anew.
+        other = Aws(boto3.Session(aws_access_key_id="AKIAREMEMBERED000002", aws_secret_access_key="x",
+                                  region_name=REGION), REGION, accounts_file=tmp_path / "accounts.json")
+        assert other.account() == OURS and "sts" in other._clients
