@@ -100,17 +100,22 @@ class CredentialServer:
                     self._answer(500, {"message": "the job role's credentials are not available"})
 
             def _answer(self, code: int, doc: dict[str, Any]) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_json(self, code, doc)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
                 pass  # requests carry the token in a header only; nothing worth a line per request
 
         return Handler
+
+
+def answer_json(handler: BaseHTTPRequestHandler, code: int, doc: dict[str, Any]) -> None:
+    """A credentials endpoint's answer, as the SDKs read it (also the sandbox's stand-in for ECS's endpoint)."""
+    body = json.dumps(doc).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def session_name(run_id: str) -> str:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from submitter.runtime.credentials import answer_json
+
 log = logging.getLogger("submitter.sandbox.batch")
 
 CREDENTIALS_S = 3600
@@ -146,12 +148,7 @@ class JobCredentials:
                     self._answer(200, found)
 
             def _answer(self, code: int, doc: dict[str, Any]) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_json(self, code, doc)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
                 pass
