@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from submitter.runtime.credentials import answer_json
 from submitter.sandbox import batch, fidelity, iam, limits, prices
 from submitter.sandbox import state as st
 
@@ -79,12 +80,7 @@ def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingH
             pass
 
         def _reply(self, status: int, value: dict[str, Any]) -> None:
-            body = json.dumps(value).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer_json(self, status, value)
 
         def do_GET(self) -> None:
             if self.path == "/health":
