@@ -19,19 +19,12 @@ from submitter import contract, pricing
 from submitter.aws.ec2 import SpotPrice
 from submitter.context import PLATFORM, content_tag, refuse_secret_files
 from submitter.errors import CapacityError, UsageError
+from submitter.placement.facts import Market
 from submitter.settings import Settings
 from submitter.spec import JobSpec, LoadedSpec, Run, expand, submission_id
 
 GPU_FAMILIES = ("p", "g", "dl", "trn", "inf")
-
-
-@dataclass(frozen=True)
-class PriceLookup:
-    """Spot prices when they could be read, else why not (a dry run without credentials)."""
-
-    prices: list[SpotPrice] | None
-    note: str = ""
-    zones: frozenset[str] | None = None  # AZs with a subnet in the account, when known
+PriceLookup = Market  # the name callers used before Market carried more than prices
 
 
 @dataclass(frozen=True)
