@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from submitter import contract, pricing
-from submitter.aws.ec2 import SpotPrice
 from submitter.context import PLATFORM, content_tag, refuse_secret_files
 from submitter.errors import CapacityError, UsageError
 from submitter.placement.facts import Market
