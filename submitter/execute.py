@@ -14,7 +14,6 @@ from typing import Any
 
 from submitter import backends, contract, plan_limits, tracking
 from submitter import settings as settings_mod
-from submitter.aws import ec2 as ec2_api
 from submitter.aws import s3 as s3_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
@@ -43,10 +42,11 @@ def account_id(aws: Aws) -> str:
 
 
 def prices(aws: Aws, loaded: LoadedSpec) -> PriceLookup:
-    ec2 = ec2_api.client(aws)
-    source = "sandbox price table (not live)" if aws.endpoint_url else "live spot price history"
-    return PriceLookup(ec2_api.spot_prices(ec2, loaded.spec.resources.instance_types), source,
-                       ec2_api.subnet_zones(ec2))
+    from submitter.placement.lookup import market
+    from submitter.plan import target_capacity
+
+    return market(aws, loaded.spec.resources.instance_types, sandbox=bool(aws.endpoint_url), job=loaded.spec.name,
+                  target_capacity=target_capacity(loaded.spec))
 
 
 def submit(

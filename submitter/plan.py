@@ -288,22 +288,14 @@ def fit(name: str, limit: int) -> str:
 # ---------------------------------------------------------------------------------------------- prices
 
 
-def lookup_prices(loaded: LoadedSpec, settings: Settings) -> PriceLookup:
-    """Read live spot prices (and the AZs with subnets) when credentials are at hand; never creates anything."""
-    from submitter import connect
-    from submitter.aws.ec2 import client as ec2_client
-    from submitter.aws.ec2 import spot_prices, subnet_zones
-    from submitter.errors import SubmitterError
+def lookup_prices(loaded: LoadedSpec, settings: Settings) -> Market:
+    """Read the market for the spec's types when credentials are at hand; never creates anything."""
+    from submitter.placement.lookup import market_for
 
-    if not connect.has_credentials(settings):
-        where = "the sandbox is not running" if settings.sandbox else "no AWS credentials"
-        return PriceLookup(None, f"spot prices unknown ({where})")
-    try:
-        aws = connect.aws(settings)
-        ec2 = ec2_client(aws)
-        prices = spot_prices(ec2, loaded.spec.resources.instance_types)
-        zones = subnet_zones(ec2)
-    except SubmitterError as err:
-        return PriceLookup(None, f"spot prices unknown ({err.what})")
-    source = "sandbox price table (not live)" if settings.sandbox else "live spot price history"
-    return PriceLookup(prices, f"{source}, read {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", zones)
+    return market_for(settings, loaded.spec.resources.instance_types, job=loaded.spec.name,
+                      target_capacity=target_capacity(loaded.spec))
+
+
+def target_capacity(spec: JobSpec) -> int:
+    """How many instances the job asks for at once: what the placement scores are asked about."""
+    return max(1, min(len(expand(spec, "x-00000000-000000-000000")), spec.queue.max_workers))
