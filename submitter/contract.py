@@ -47,6 +47,13 @@ DEFAULT_GRACE_S = 90  # SIGTERM -> SIGKILL on a spot notice, cancel or limit
 INPUT_COMPLETE = ".submitter-complete"  # written last under inputs/DIGEST/: the upload is whole
 RUNTIME_ARTEFACT = "runtime.pyz"  # the instance runtime's file name, in S3 and on the host
 SECRETS_ROOT = "/submitter"  # SSM Parameter Store path of every submission's secrets
+# The job's metrics stream (JSON lines, SUBMITTER_METRICS_FILE): in a directory of its own, mounted at this path in
+# a pool container; the agent ships at most METRICS_CAP bytes of it to Layout.metrics_stream.
+METRICS_MOUNT = "/submitter-metrics"
+METRICS_FILE = "metrics.jsonl"
+FINAL_METRICS = "metrics.json"  # the job's final metrics, in its outputs directory (optional)
+METRICS_CAP = 4 * 1024 * 1024
+TIMELINE_MAX = 50  # the status document's `timeline` keeps this many of the latest attempts
 
 TAG_SUBMISSION = "submitter:submission"
 TAG_JOB = "submitter:job"
@@ -187,6 +194,13 @@ class Layout:
 
     def checkpoints(self, run_id: str) -> str:
         return self._key("runs", run_id, "checkpoints") + "/"
+
+    def metrics_stream(self, run_id: str) -> str:
+        """The job's metrics stream (SUBMITTER_METRICS_FILE), shipped while it runs and continued across attempts."""
+        return self._key("runs", run_id, METRICS_FILE)
+
+    def final_metrics(self, run_id: str) -> str:
+        return self._key("runs", run_id, "outputs", FINAL_METRICS)
 
     # inputs, content-addressed
     def input(self, digest: str) -> str:

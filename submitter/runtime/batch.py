@@ -87,6 +87,7 @@ class ChildProcess(Process):
         self.outputs_dir = Path(sub["outputs"]) if sub.get("outputs") else work / "outputs"
         self.checkpoints_dir = Path(sub["checkpoints"]) if sub.get("checkpoints") else work / "checkpoints"
         self.logs_dir = work / "logs"
+        self.metrics_dir = work / "metrics"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str], secrets: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from submitter import contract
 from submitter.runtime import credentials
 from submitter.runtime.commands import CommandError, run
 from submitter.runtime.lifecycle import Process
@@ -30,6 +31,8 @@ def docker_run_args(sub: dict[str, Any], run_id: str, instance_id: str, work: Pa
         args += ["--volume", f"{run_dir / 'outputs'}:{sub['outputs']}"]
     if sub.get("checkpoints"):
         args += ["--volume", f"{run_dir / 'checkpoints'}:{sub['checkpoints']}"]
+    # The metrics stream's own directory: the logs directory (the agent's log) stays out of the container's reach.
+    args += ["--volume", f"{run_dir / 'metrics'}:{contract.METRICS_MOUNT}"]
     for name, value in env.items():
         args += ["--env", f"{name}={value}"]
     if env_file is not None:
@@ -73,8 +76,13 @@ class DockerProcess(Process):
         self.outputs_dir = self.run_dir / "outputs"
         self.checkpoints_dir = self.run_dir / "checkpoints"
         self.logs_dir = self.run_dir / "logs"
+        self.metrics_dir = self.run_dir / "metrics"
         self.follower: subprocess.Popen[bytes] | None = None
         self.waiter: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_file(self) -> str:
+        return f"{contract.METRICS_MOUNT}/{contract.METRICS_FILE}"
 
     def start(self, env: dict[str, str], secrets: dict[str, str]) -> None:
         run(["docker", "rm", "--force", self.name], timeout=120)  # an earlier attempt on this host

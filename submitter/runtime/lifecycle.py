@@ -21,6 +21,7 @@ from submitter.runtime import files, rules
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
 from submitter.runtime.logs import LogShipper, RunLog
+from submitter.runtime.metrics import MetricsShipper
 from submitter.runtime.rules import Ending
 from submitter.runtime.store import Store
 
@@ -39,10 +40,16 @@ class Process:
     outputs_dir: Path
     checkpoints_dir: Path
     logs_dir: Path  # container.log (the command's output) and agent.log (this attempt's log) are kept here
+    metrics_dir: Path  # the metrics stream's own directory, which the command writes (never logs_dir)
+
+    @property
+    def metrics_file(self) -> str:
+        """SUBMITTER_METRICS_FILE: the metrics stream's path as the command sees it."""
+        return str(self.metrics_dir / contract.METRICS_FILE)
 
     def prepare(self) -> None:
         """Make the directories (writable by any user: the image's user need not be root)."""
-        for path in (self.outputs_dir, self.checkpoints_dir, self.logs_dir):
+        for path in (self.outputs_dir, self.checkpoints_dir, self.logs_dir, self.metrics_dir):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o777)
 
@@ -136,6 +143,8 @@ class Attempt:
         self.base_cost = 0.0  # what earlier attempts of the run cost
         self.action_time: datetime | None = None  # a spot notice's reclaim time
         self.shipper: LogShipper | None = None
+        self.metrics: MetricsShipper | None = None
+        self.begun = False  # the attempt was counted and opened in the status's timeline
         self.run_log: RunLog | None = None
         self.sync: threading.Thread | None = None
         self.sync_lock = threading.Lock()
@@ -156,6 +165,7 @@ class Attempt:
         previous = self.status.instance_id
         identity = {**self.host.identity, "price": self.host.price}
         self.status, lost = rules.begin_attempt(self.status, identity, contract.iso())
+        self.begun = True
         self.base_cost = float(self.status.cost or 0.0)
         if lost:
             log.warning("the previous attempt (on %s) ended without a report: counted as an interruption", previous)
@@ -202,11 +212,13 @@ class Attempt:
         number = contract.next_chunk_number(self.store.keys(self.layout.chunks(self.run_id)))
         self.shipper = LogShipper(self.store, self.layout, self.run_id, container_log, number,
                                   echo=self.host.echo_log)
+        self.metrics = MetricsShipper(self.store, self.layout, self.run_id, self.process.metrics_dir)
+        self.metrics.restore()
 
     def start(self) -> None:
         names = [str(n) for n in (self.sub.get("secrets") or {}).get("names") or []]
         secrets = self.store.secrets(names, str(self.sub["secrets"]["ssm_prefix"])) if names else {}
-        env = rules.container_env(self.sub, self.run, self.status.attempt)
+        env = rules.container_env(self.sub, self.run, self.status.attempt, self.process.metrics_file)
         self.process.start(env, secrets)
         self.started = time.monotonic()
         now = contract.iso()
@@ -240,6 +252,8 @@ class Attempt:
                 self.shipper.ship()
                 if now - last_heartbeat >= contract.HEARTBEAT_EVERY_S:
                     last_heartbeat = now
+                    if self.metrics is not None:
+                        self.metrics.ship()
                     self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost())
                     self.write_status()
             except Exception as exc:  # an S3 hiccup: the next tick tries again
@@ -305,6 +319,8 @@ class Attempt:
         fields.update({k: v for k, v in self.host.identity.items() if getattr(self.status, k, None) is None
                        and k not in self.status.extra})
         now = contract.iso()
+        if self.begun:
+            fields["timeline"] = rules.timeline_end(self.status, ending, now)
         self.status = self.status.evolve(state, ended_at=now, heartbeat_at=now, cost=self.cost(), **fields)
         if ending.exit_code is not None:
             self.status.exit_code = ending.exit_code
@@ -322,6 +338,8 @@ class Attempt:
 
     def upload_results(self) -> None:
         steps = [("container log", self.finish_log)]
+        if self.metrics is not None:
+            steps.append(("metrics stream", self.metrics.ship))
         if self.sub.get("outputs"):
             steps.append(("outputs", lambda: self.store.upload_tree(
                 self.process.outputs_dir, self.layout.outputs(self.run_id), {})))

@@ -61,6 +61,7 @@ def begin_attempt(prev: Status, identity: dict[str, Any], now: str) -> tuple[Sta
         contract.STARTING, attempt=attempt, interruptions=prev.interruptions + (1 if lost else 0),
         cost=float(prev.cost or 0.0), reason=None, exit_code=None, ended_at=None, heartbeat_at=now, **identity,
     )
+    status = status.evolve(status.state, timeline=timeline_begin(prev, status, lost, identity, now))
     return status, lost
 
 
@@ -104,6 +105,53 @@ def decide_end(ending: Ending, status: Status, retries: dict[str, Any]) -> tuple
     return contract.FAILED, fields, DELETE
 
 
+# ----------------------------------------------------------------------------- the attempts' timeline
+# status.json's `timeline`: one entry per attempt (where it ran, when, how it ended), the latest
+# contract.TIMELINE_MAX of them; `compare` and `report` read it.
+
+LOST_REASON = "the worker was lost without a report (a reclaim, the dead-man switch or a host crash)"
+
+
+def timeline(status: Status) -> list[dict[str, Any]]:
+    entries = status.extra.get("timeline")
+    return [dict(e) for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _close(entries: list[dict[str, Any]], ended_at: str, ending: str, reason: str | None) -> None:
+    """End the open entry (the latest, when it has no end yet)."""
+    if entries and entries[-1].get("ended_at") is None:
+        entries[-1].update({"ended_at": ended_at, "ending": ending, "reason": reason or None})
+
+
+def timeline_begin(prev: Status, status: Status, lost: bool, identity: dict[str, Any],
+                   now: str) -> list[dict[str, Any]]:
+    """The timeline with the new attempt opened; a lost previous attempt is closed as interrupted at its last
+    heartbeat."""
+    entries = timeline(prev)
+    if lost:
+        _close(entries, prev.heartbeat_at or now, contract.INTERRUPTED, LOST_REASON)
+    entry: dict[str, Any] = {"attempt": status.attempt, "started_at": now, "ended_at": None, "ending": None}
+    for name in ("instance_id", "instance_type", "availability_zone", "batch_job_id"):
+        entry[name] = identity.get(name)
+    entries.append(entry)
+    return entries[-contract.TIMELINE_MAX:]
+
+
+def attempt_ending(ending: Ending) -> str:
+    """How one attempt ended, in the run-state words: a retried failure is still a failed attempt."""
+    if ending.kind in (SPOT, HOST):
+        return contract.INTERRUPTED
+    if ending.kind == CANCEL:
+        return contract.CANCELLED
+    return contract.SUCCEEDED if ending.kind == EXITED and ending.exit_code == 0 else contract.FAILED
+
+
+def timeline_end(status: Status, ending: Ending, now: str) -> list[dict[str, Any]]:
+    entries = timeline(status)
+    _close(entries, now, attempt_ending(ending), ending.reason or None)
+    return entries
+
+
 def data_path(target: str, volume_mount: str, data_dir: Path) -> Path:
     """Where on the host an input whose container path is `target` goes (below the data volume's dir)."""
     mount = "/" + volume_mount.strip("/")
@@ -144,7 +192,8 @@ def container_command(command: Any) -> list[str]:
     return [str(part) for part in command]
 
 
-def container_env(sub: dict[str, Any], message: dict[str, Any], attempt: int) -> dict[str, str]:
+def container_env(sub: dict[str, Any], message: dict[str, Any], attempt: int,
+                  metrics_file: str | None = None) -> dict[str, str]:
     """The run's env plus the contract's SUBMITTER_* variables."""
     env = {str(k): str(v) for k, v in (message.get("env") or {}).items()}
     env.update({
@@ -153,6 +202,8 @@ def container_env(sub: dict[str, Any], message: dict[str, Any], attempt: int) ->
         "SUBMITTER_ATTEMPT": str(attempt),
         "SUBMITTER_DATA_DIR": sub.get("volume_mount") or "/data",
     })
+    if metrics_file:
+        env["SUBMITTER_METRICS_FILE"] = metrics_file
     if sub.get("outputs"):
         env["SUBMITTER_OUTPUT_DIR"] = sub["outputs"]
     if sub.get("checkpoints"):

@@ -96,6 +96,7 @@ def test_docker_run_args(tmp_path: Path) -> None:
     assert args[:4] == ["docker", "run", "--detach", "--name"] and args[4] == "submitter-r-0"
     assert f"{work}/data:/data" in args and f"{run_dir}/outputs:/outputs" in args
     assert f"{run_dir}/checkpoints:/checkpoints" in args
+    assert f"{run_dir}/metrics:/submitter-metrics" in args  # its own directory: not logs/, the agent's log
     assert "submitter.run=r-0" in args and "submitter.instance=i-1" in args
     assert args[args.index("--env-file") + 1] == str(tmp_path / "s.env")
     assert args[args.index("--gpus") + 1] == "all"
@@ -210,6 +211,7 @@ class IdleProcess(Process):
     def __init__(self, root: Path) -> None:
         self.data_dir, self.outputs_dir = root / "data", root / "outputs"
         self.checkpoints_dir, self.logs_dir = root / "checkpoints", root / "logs"
+        self.metrics_dir = root / "metrics"
 
 
 class RecordingSettlement(Settlement):
