@@ -146,3 +146,40 @@ def prices(offers: list[dict], note: str) -> None:
         table.add_row(o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}",
                       f"{o['on_demand']:.4f}" if o.get("on_demand") else "unknown", _share(o.get("savings")))
     _console().print(table)
+
+
+def comparison(rows: list[dict], key: tuple[str, str] | None, most: int = 6) -> None:
+    """`compare`'s table: the swept values, the first `most` metrics (the sort metric among them), then runtime,
+    attempts/interruptions and cost."""
+    from rich.table import Table
+
+    from submitter import compare
+
+    metrics = compare.metric_names(rows)
+    if key and key[0] in metrics:
+        metrics = [key[0]] + [m for m in metrics if m != key[0]]
+    shown, hidden = metrics[:most], metrics[most:]
+    sweeps = compare.sweep_names(rows)
+    title = (f"{len(rows)} run(s), best first by {key[0]} ({'lower' if key[1] == 'min' else 'higher'} is better)"
+             if key else f"{len(rows)} run(s); no metrics yet")
+    table = Table(title=title, title_justify="left")
+    for column in ("run", "state", *sweeps, *shown, "runtime", "attempts (interrupted)", "cost"):
+        table.add_column(column)
+    for r in rows:
+        state = r["state"] + (f" ({r['reason']})" if r.get("reason") and r["state"] != contract.SUCCEEDED else "")
+        runtime = r.get("runtime_s")
+        table.add_row(
+            r["run_id"], state, *(str((r.get("sweep") or {}).get(n, "-")) for n in sweeps),
+            *(_metric((r.get("metrics") or {}).get(n)) for n in shown),
+            f"{int(runtime) // 3600}:{int(runtime) % 3600 // 60:02d}:{int(runtime) % 60:02d}" if runtime is not None
+            else "-", f"{r.get('attempts', 0)} ({r.get('interruptions', 0)})", _money(r.get("cost")))
+    console = _console()
+    console.print(table)
+    if hidden:
+        console.print(f"  {len(hidden)} more metric(s) with --json or --csv: {', '.join(hidden)}")
+
+
+def _metric(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.4g}"

@@ -34,14 +34,19 @@ class S3:
         body = self.get_bytes(key)
         return None if body is None else json.loads(body)
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes | None:
+        """The object's bytes (at most its first `limit`: a ranged GET), None when there is no such object."""
         from botocore.exceptions import ClientError
 
+        ranged = {"Range": f"bytes=0-{limit - 1}"} if limit else {}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.client.get_object(Bucket=self.bucket, Key=key, **ranged)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 return None
+            if ranged and code == "InvalidRange":  # S3's answer to a range of an empty object
+                return b""
             with translate("s3", "GetObject"):
                 raise
 
