@@ -45,7 +45,9 @@ class S3:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404"):
                 return None
-            if ranged and code == "InvalidRange":  # S3's answer to a range of an empty object
+            # S3 answers a range of an empty object with 416 InvalidRange (RFC 7233 4.4; minio/minio#6557 and
+            # minio/minio-java#638 compared it with AWS): the object is there, and empty.
+            if ranged and code == "InvalidRange":
                 return b""
             with translate("s3", "GetObject"):
                 raise
