@@ -7,6 +7,7 @@ Standard library only, so it runs on any base image that has python3 (see Docker
 Environment (all optional):
   EPOCHS=6 LR=0.1 BATCH=32 SEED=0 HIDDEN=16 SAMPLES=2000   hyper-parameters and dataset size
   CHECKPOINT_DIR=/checkpoints OUTPUT_DIR=/outputs DATA_DIR=/data
+  SUBMITTER_METRICS_FILE   set by the agent: one JSON line per epoch is appended to it (the metrics stream)
       $DATA_DIR/train.csv, if present, replaces the synthetic data: numeric feature columns, then an
       integer class label (0..K-1) last; a non-numeric first row is taken as a header.
   EPOCH_SECONDS=0   extra seconds each epoch takes (tests use it to interrupt mid-run)
@@ -60,6 +61,7 @@ class Config:
     data_dir: Path
     epoch_seconds: float
     fail_with: int | None
+    metrics_file: Path | None = None
 
     def hyper_parameters(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "lr": self.lr, "batch": self.batch, "seed": self.seed,
@@ -107,6 +109,7 @@ def load_config(env: dict[str, str]) -> Config:
         data_dir=Path(env.get("DATA_DIR") or "/data"),
         epoch_seconds=_env_float(env, "EPOCH_SECONDS", 0.0, 0.0),
         fail_with=_env_int(env, "FAIL_WITH", 0, 1, 255) if fail_raw else None,
+        metrics_file=Path(env["SUBMITTER_METRICS_FILE"]) if env.get("SUBMITTER_METRICS_FILE") else None,
     )
 
 
@@ -305,14 +308,14 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any] | No
 def metrics_document(config: Config, status: str, history: list[dict[str, Any]], source: str,
                      exit_code: int) -> dict[str, Any]:
     last = history[-1] if history else {}
-    return {
+    return {  # the held-out accuracy first: `submitter compare` ranks runs by the first metric
+        "accuracy": last.get("accuracy"),
+        "loss": last.get("loss"),
+        "train_loss": last.get("train_loss"),
         "status": status,
         "exit_code": exit_code,
         "epochs_completed": len(history),
         "epochs": config.epochs,
-        "loss": last.get("loss"),
-        "accuracy": last.get("accuracy"),
-        "train_loss": last.get("train_loss"),
         "hyper_parameters": config.hyper_parameters(),
         "seed": config.seed,
         "data": source,
@@ -330,6 +333,18 @@ def write_outputs(config: Config, state: dict[str, Any], status: str, source: st
         "normalisation": "standardised with the train split's mean and std",
         "params": state["params"],
     })
+
+
+def append_metrics(path: Path | None, line: dict[str, Any]) -> None:
+    """One line of the metrics stream (SUBMITTER_METRICS_FILE), which the agent ships to S3 while the run goes on.
+    Optional: a stream that cannot be written costs the curves, never the run."""
+    if path is None:
+        return
+    try:
+        with path.open("a", encoding="utf-8") as sink:
+            sink.write(json.dumps(line, separators=(",", ":")) + "\n")
+    except OSError as error:
+        print(f"train.py: metrics stream {path}: {error}", file=sys.stderr, flush=True)
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -404,6 +419,8 @@ def train(config: Config, stop: StopFlag) -> int:
         # Continue from a private copy: `state` must stay exactly what was written.
         saved = json.loads(json.dumps(state))
         params, velocity = saved["params"], saved["velocity"]
+        append_metrics(config.metrics_file, {"step": epoch, "loss": loss, "accuracy": accuracy,
+                                             "train_loss": train_loss})
         log(f"epoch {epoch}/{config.epochs} loss={loss:.4f} acc={accuracy:.4f} train_loss={train_loss:.4f}")
         if config.fail_with is not None:
             write_outputs(config, state, "failed", source, config.fail_with)

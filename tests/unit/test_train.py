@@ -201,3 +201,23 @@ def test_bad_setting_exits_2_naming_it(tmp_path: Path, name: str, value: str) ->
     assert result.returncode == 2
     assert name in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_metrics_stream_has_one_line_per_epoch_across_a_resume(
+        tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
+    stream = tmp_path / "metrics" / "metrics.jsonl"
+    stream.parent.mkdir()
+    first = _run(tmp_path, **{**FAST, "EPOCHS": "2"}, SUBMITTER_METRICS_FILE=str(stream))
+    assert first.returncode == 0, first.stderr
+    resumed = _run(tmp_path, **FAST, SUBMITTER_METRICS_FILE=str(stream))  # a later attempt appends to it
+    assert resumed.returncode == 0, resumed.stderr
+    lines = [json.loads(line) for line in stream.read_text(encoding="utf-8").splitlines()]
+    assert lines == [{"step": h["epoch"], "loss": h["loss"], "accuracy": h["accuracy"],
+                      "train_loss": h["train_loss"]} for h in uninterrupted["metrics"]["history"]]
+    assert _json(tmp_path / "outputs" / "metrics.json") == uninterrupted["metrics"]  # the stream changes no output
+    assert list(uninterrupted["metrics"])[0] == "accuracy"  # the metric `compare` ranks by default
+
+
+def test_a_metrics_stream_that_cannot_be_written_costs_the_curves_not_the_run(tmp_path: Path) -> None:
+    result = _run(tmp_path, **FAST, SUBMITTER_METRICS_FILE=str(tmp_path / "no-such-dir" / "m.jsonl"))
+    assert result.returncode == 0 and "metrics stream" in result.stderr
