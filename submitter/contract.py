@@ -197,7 +197,8 @@ class Layout:
 
     def metrics_stream(self, run_id: str) -> str:
         """The job's metrics stream (SUBMITTER_METRICS_FILE), shipped while it runs and continued across attempts."""
-        return self._key("runs", run_id, METRICS_FILE)
+        # Under logs/: the instance role may write there already (backends/policy.py); nothing else is opened.
+        return self._key("runs", run_id, "logs", METRICS_FILE)
 
     def final_metrics(self, run_id: str) -> str:
         return self._key("runs", run_id, "outputs", FINAL_METRICS)
