@@ -62,12 +62,14 @@ def test_compare_after_the_example_sweep(sandbox: Any, sandbox_env: dict[str, st
 def test_compare_a_failed_and_an_interrupted_run(sandbox: Any, sandbox_env: dict[str, str], project: Path) -> None:
     name = "cmp-" + uuid.uuid4().hex[:8]
     spec = project / "jobs" / f"{name}.yaml"
-    # One run fails after its first epoch; the other is interrupted once and resumes on a new instance.
+    # One run fails after its first epoch; the other is interrupted once and resumes on a new instance. The
+    # latter lasts over a minute: under load, its stream can take most of one to show (the heartbeat cadence,
+    # slow uploads, slow CLI calls), and it must still be running when the notice comes.
     spec.write_text(
         f"name: {name}\n"
         "image: {dockerfile: ../Dockerfile.train, context: ..}\n"
         "command: 'if [ \"$MODE\" = fail ]; then export FAIL_WITH=3; fi; exec python train.py'\n"
-        "env: {EPOCHS: '6', SAMPLES: '300', SEED: '7', EPOCH_SECONDS: '6'}\n"
+        "env: {EPOCHS: '12', SAMPLES: '300', SEED: '7', EPOCH_SECONDS: '6'}\n"
         "resources: {instance_types: [c5.large], max_price: 0.1, volume_gb: 1}\n"
         "outputs: /outputs\ncheckpoints: /checkpoints\n"
         "limits: {max_runtime: 15m}\n"
@@ -94,12 +96,15 @@ def test_compare_a_failed_and_an_interrupted_run(sandbox: Any, sandbox_env: dict
         return rows if all(r["state"] in ("succeeded", "failed") for r in rows) else None
 
     rows = sandbox.wait_for(ended, 600, "both runs to end", every=3)
-    resumed, failed = rows  # most interruptions first
-    assert resumed["run_id"] == resuming and resumed["state"] == "succeeded", resumed
+    by_id = {r["run_id"]: r for r in rows}
+    resumed, failed = by_id[resuming], by_id[failing]
+    assert resumed["state"] == "succeeded", resumed
+    assert resumed["interruptions"] == 1, f"the notice came after the run ended: {resumed}"
+    assert [r["run_id"] for r in rows] == [resuming, failing]  # --sort interruptions:max
     assert (resumed["attempts"], resumed["interruptions"]) == (2, 1)
     assert [a["ending"] for a in resumed["timeline"]] == ["interrupted", "succeeded"]
     assert resumed["timeline"][0]["instance_id"] == first != resumed["timeline"][1]["instance_id"]
-    assert [step for step, _ in resumed["curves"]["accuracy"]] == [1, 2, 3, 4, 5, 6]  # one curve across both attempts
+    assert [step for step, _ in resumed["curves"]["accuracy"]] == list(range(1, 13))  # one curve, both attempts
     assert failed["run_id"] == failing and failed["state"] == "failed" and "exit code 3" in (failed["reason"] or "")
     assert [a["ending"] for a in failed["timeline"]] == ["failed"]
     assert list(failed["curves"]["accuracy"][0]) == [1, failed["metrics"]["accuracy"]]  # its partial metrics.json
