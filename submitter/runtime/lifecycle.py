@@ -252,10 +252,10 @@ class Attempt:
                 self.shipper.ship()
                 if now - last_heartbeat >= contract.HEARTBEAT_EVERY_S:
                     last_heartbeat = now
-                    if self.metrics is not None:
-                        self.metrics.ship()
                     self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost())
                     self.write_status()
+                    if self.metrics is not None:  # after the heartbeat: a failed upload must not hold it back
+                        self.metrics.ship()
             except Exception as exc:  # an S3 hiccup: the next tick tries again
                 log.warning("run %s: %s", self.run_id, exc)
             if self.sub.get("checkpoints") and now - last_sync >= CHECKPOINT_EVERY and not (
