@@ -419,7 +419,7 @@ def train(config: Config, stop: StopFlag) -> int:
         # Continue from a private copy: `state` must stay exactly what was written.
         saved = json.loads(json.dumps(state))
         params, velocity = saved["params"], saved["velocity"]
-        append_metrics(config.metrics_file, {"step": epoch, "loss": loss, "accuracy": accuracy,
+        append_metrics(config.metrics_file, {"step": epoch, "accuracy": accuracy, "loss": loss,
                                              "train_loss": train_loss})
         log(f"epoch {epoch}/{config.epochs} loss={loss:.4f} acc={accuracy:.4f} train_loss={train_loss:.4f}")
         if config.fail_with is not None:
