@@ -67,6 +67,11 @@ class Process:
     def cleanup(self) -> None:
         """Remove what this attempt left on the host."""
 
+    def keep(self) -> None:
+        """Leave the stopped command and its directories for inspection (a kept instance, runtime/keep.py); where
+        nothing can be kept, the same as cleanup."""
+        self.cleanup()
+
 
 class Settlement:
     """How the run's work item is settled: it was obtained from somewhere that must hear how it ended."""
@@ -106,6 +111,10 @@ class Host:
     def on_begin(self) -> None:
         """Called as an attempt begins (the pool re-arms the host's dead-man switch)."""
 
+    def keeps(self, state: str, action: str) -> bool:
+        """Whether a run that ended `state` (then `action`) leaves its container and files for inspection."""
+        return False
+
     def retries(self) -> dict[str, Any]:
         return dict(self.sub.get("retries") or {})
 
@@ -141,6 +150,7 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
+        self.kept = False  # the process was kept for inspection instead of cleaned up (Host.keeps)
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -344,7 +354,8 @@ class Attempt:
         if self.run_log is not None:
             self.run_log.close()
             self.run_log = None
-        self.process.cleanup()
+        self.kept = bool(self.started) and self.final is not None and self.host.keeps(*self.final)
+        self.process.keep() if self.kept else self.process.cleanup()
 
     def abort(self, reason: str) -> None:
         """After an unexpected error: stop the command, keep what it made, settle the run."""

@@ -18,6 +18,7 @@ from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
 from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.keep import Keeper
 from submitter.runtime.lifecycle import Attempt, Host, Settlement, read_status
 from submitter.runtime.rules import DELETE, HOST, SPOT, Ending
 from submitter.runtime.store import CliStore, Store
@@ -70,6 +71,11 @@ class PoolHost(Host):
         host_mod.rearm_deadman(contract.deadman_minutes(self.sub.get("max_runtime"),
                                                         int(self.sub.get("deadman_minutes") or 60)))
 
+    def keeps(self, state: str, action: str) -> bool:
+        # A failed run ends for good (no retry follows) on a host that is not going away: runtime/keep.py.
+        return (state == contract.FAILED and action == DELETE and not self.stopping and not self.boot_error
+                and float(self.sub.get("keep_on_failure") or 0) > 0)
+
 
 class Agent:
     """One worker: boot the host once, then take runs from the queue until it is empty or EC2 reclaims it."""
@@ -83,6 +89,7 @@ class Agent:
         self.gpus: str | None = None
         self.queue_url = ""
         self.current: Attempt | None = None
+        self.kept = False  # this worker kept a failed run's instance: it takes no more runs
 
     # -------------------------------------------------------------------------------- top level
 
@@ -113,6 +120,9 @@ class Agent:
                 continue
             empty = 0
             ending = self.handle(messages[0])
+            if self.kept:
+                self.report(contract.KEPT, "kept a failed run's instance for its window, then ended")
+                return 0  # boot.sh powers off; the instance left its group already
             if ending is not None and ending.kind in (SPOT, HOST):
                 self.report(contract.INTERRUPTED, ending.reason)
                 # The boot script powers off without leaving the group: the group replaces this worker,
@@ -180,9 +190,13 @@ class Agent:
             lease.delete()
             return None
         process = DockerProcess(self.host.sub, run_id, self.args.instance_id, self.work, self.gpus, self.host.store)
-        self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if this raises
-        ending = self.current.execute()
+        attempt = self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if it raises
+        ending = attempt.execute()
         self.current = None
+        if attempt.kept:
+            self.kept = Keeper(attempt, self.args.group, self.args.instance_id, self.queue_url).run()
+            if not self.kept:
+                process.cleanup()
         return ending
 
 
