@@ -101,6 +101,8 @@ def kept_instances(instances: list[dict[str, Any]]) -> dict[str, str]:
     tag; one too far out is not believed, contract.keep_until)."""
     kept = {}
     for inst in instances:
+        if inst.get("State", {}).get("Name") == "shutting-down":  # ending already (a cancel took it)
+            continue
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
         if contract.keep_until(tags.get(contract.TAG_KEEP_UNTIL)) is not None:
             kept[str(inst["InstanceId"])] = tags[contract.TAG_KEEP_UNTIL]
