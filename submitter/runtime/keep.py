@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from submitter import contract
 from submitter.runtime import host as host_mod
 from submitter.runtime import rules
-from submitter.runtime.commands import CommandError
 from submitter.runtime.lifecycle import Attempt
 
 log = logging.getLogger("submitter.runtime")
@@ -83,7 +82,7 @@ class Keeper:
         self.write_status()
         try:  # clean-up and gc may take it from now on
             self.store.tag_instance(self.instance_id, contract.TAG_KEEP_UNTIL, contract.iso())
-        except CommandError as exc:
+        except Exception as exc:
             log.warning("could not mark the kept window over on the instance: %s", exc)
         log.info("run %s: kept window over (%s) after %d s", attempt.run_id, self.end_reason, kept_for)
         return True
@@ -92,7 +91,7 @@ class Keeper:
         """Tag, then detach: a detached instance without the tag could be taken by a clean-up at once."""
         try:
             self.store.tag_instance(self.instance_id, contract.TAG_KEEP_UNTIL, contract.iso(until))
-        except CommandError as exc:
+        except Exception as exc:  # CommandError (the CLI) or the SDK's error (boto3): either way, nothing is kept
             log.error("run %s: no instance kept: tagging %s failed: %s", self.attempt.run_id, self.instance_id, exc)
             return False
         try:
@@ -103,11 +102,11 @@ class Keeper:
             log.info("left group %s (%s)", self.group, f"{waiting} run(s) waiting: the group starts a replacement"
                      if waiting else "no run waiting: its desired capacity went down by one")
             return True
-        except (CommandError, ValueError) as exc:
+        except Exception as exc:
             log.error("run %s: no instance kept: leaving group %s failed: %s", self.attempt.run_id, self.group, exc)
             try:
                 self.store.tag_instance(self.instance_id, contract.TAG_KEEP_UNTIL, contract.iso())
-            except CommandError:
+            except Exception:
                 log.warning("the keep-until tag stays; it ends at %s anyway", contract.iso(until))
             return False
 
@@ -124,7 +123,7 @@ class Keeper:
             try:
                 if host.cancelled(run_id, which=tick):
                     return "cancelled"
-            except CommandError as exc:
+            except Exception as exc:  # S3 answering badly must not end the window, nor outlive it
                 log.warning("could not look for the cancel marker: %s", exc)
             tick += 1
             self.sleep(min(POLL_S, remaining))
@@ -132,5 +131,5 @@ class Keeper:
     def write_status(self) -> None:
         try:
             self.attempt.write_status()
-        except CommandError as exc:
+        except Exception as exc:
             log.warning("run %s: could not write its status: %s", self.attempt.run_id, exc)
