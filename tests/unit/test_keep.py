@@ -21,10 +21,10 @@ from submitter.runtime.rules import DELETE, RELEASE
 from submitter.spec import load
 from submitter.spec.models import Limits
 
-_spec = importlib.util.spec_from_file_location("runtime_memory", Path(__file__).with_name("runtime_memory.py"))
-assert _spec and _spec.loader
-runtime_memory = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runtime_memory)
+_memory = importlib.util.spec_from_file_location("runtime_memory", Path(__file__).with_name("runtime_memory.py"))
+assert _memory and _memory.loader
+runtime_memory = importlib.util.module_from_spec(_memory)
+_memory.loader.exec_module(runtime_memory)
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
 
@@ -52,11 +52,11 @@ def test_the_dead_man_switch_covers_the_window_and_a_margin() -> None:
 
 def test_keep_on_failure_accepts_0_or_1m_to_24h() -> None:
     assert Limits().keep_on_failure == 0
-    assert Limits(keep_on_failure="20m").keep_on_failure == 1200
-    assert Limits(keep_on_failure="0").keep_on_failure == 0
+    assert Limits(keep_on_failure="20m").keep_on_failure == 1200  # type: ignore[arg-type]
+    assert Limits(keep_on_failure="0").keep_on_failure == 0  # type: ignore[arg-type]
     for bad in ("30s", "25h", "soon", -5):
         with pytest.raises(ValidationError, match="keep_on_failure"):
-            Limits(keep_on_failure=bad)
+            Limits(keep_on_failure=bad)  # type: ignore[arg-type]
 
 
 def _spec(tmp_path: Path, extra: str = "") -> Any:
@@ -107,7 +107,7 @@ def test_status_shows_the_window_and_how_it_ended() -> None:
 # ------------------------------------------------------------------------------------------- the worker
 
 
-class KeptStore(runtime_memory.MemoryStore):  # type: ignore[misc,name-defined]
+class KeptStore(runtime_memory.MemoryStore):  # type: ignore[name-defined]
     """The memory store, with the queue depth, the group and the instance's tags."""
 
     def __init__(self, waiting: int = 0, fail: str = "") -> None:
@@ -162,7 +162,7 @@ def _keeper(attempt: Attempt, clock: Clock, rearmed: list[int]) -> runtime_keep.
 
 def test_the_worker_tags_itself_leaves_its_group_and_ends_with_the_window() -> None:
     store = KeptStore(waiting=0)
-    attempt, clock, rearmed = _attempt(store), Clock(), []
+    attempt, clock, rearmed = _attempt(store), Clock(), []  # type: Attempt, Clock, list[int]
     assert _keeper(attempt, clock, rearmed).run()
     run_id = attempt.run_id
     assert store.tags[0][:2] == ("i-1", contract.TAG_KEEP_UNTIL)
@@ -184,7 +184,7 @@ def test_runs_waiting_keep_the_slot_and_a_cancel_marker_ends_the_window_early() 
         if clock.slept == 3:
             store.put_json(Layout("p").run_cancel(attempt.run_id), {"at": "now"})
 
-    clock, rearmed = Clock(cancel_after_a_while), []
+    clock, rearmed = Clock(cancel_after_a_while), []  # type: Clock, list[int]
     assert _keeper(attempt, clock, rearmed).run()
     assert store.detached == [("submitter-g", "i-1", False)], "runs wait: the group starts a replacement"
     status = store.json(Layout("p").status(attempt.run_id))
@@ -195,7 +195,7 @@ def test_runs_waiting_keep_the_slot_and_a_cancel_marker_ends_the_window_early() 
 @pytest.mark.parametrize("fail", ["tag", "detach"])
 def test_nothing_is_kept_when_the_worker_cannot_tag_itself_or_leave_its_group(fail: str) -> None:
     store = KeptStore(fail=fail)
-    attempt, rearmed = _attempt(store), []
+    attempt, rearmed = _attempt(store), []  # type: Attempt, list[int]
     assert not _keeper(attempt, Clock(), rearmed).run()
     assert rearmed == [] and store.detached == []
     assert Layout("p").status(attempt.run_id) not in store.objects
@@ -205,7 +205,7 @@ def test_nothing_is_kept_when_the_worker_cannot_tag_itself_or_leave_its_group(fa
 
 def test_nothing_is_kept_when_max_cost_leaves_under_a_minute() -> None:
     store = KeptStore()
-    attempt, rearmed = _attempt(store, {"max_cost": 0.011}), []
+    attempt, rearmed = _attempt(store, {"max_cost": 0.011}), []  # type: Attempt, list[int]
     assert not _keeper(attempt, Clock(), rearmed).run()
     assert store.tags == [] and store.detached == []
 
