@@ -73,7 +73,8 @@ class Keeper:
                  "`submitter ssh %s`", attempt.run_id, self.instance_id, f"submitter-{attempt.run_id}",
                  contract.iso(until), attempt.run_id)
         started = self.clock()
-        self.end_reason = self.wait(started + seconds)
+        # Until the time the tag and the status name (leaving the group took some of the window already).
+        self.end_reason = self.wait(started + (until - datetime.now(timezone.utc)).total_seconds())
         kept_for = self.clock() - started
         # The window is billed to the run: its cost includes the instance's time while it was kept.
         attempt.status = attempt.status.evolve(

@@ -99,7 +99,7 @@ def test_a_kept_worker_leaves_its_group_and_clean_up_and_gc_spare_it_until_its_w
     sid, ids = sub.plan.submission_id, [r.run_id for r in sub.plan.runs]
     names = Names.of(sid)
     s3 = S3(session.client("s3"), BUCKET)
-    doc = s3.get_json(LAYOUT.submission_doc(sid))
+    doc = s3.get_json(LAYOUT.submission_doc(sid)) or {}
     assert doc["keep_on_failure"] == 300
     iam = session.client("iam")
     (policy_name,) = iam.list_role_policies(RoleName=names.role)["PolicyNames"]
@@ -162,7 +162,7 @@ def test_a_kept_worker_leaves_its_group_and_clean_up_and_gc_spare_it_until_its_w
     assert f"group {names.group}" in seen["removed"]
     assert not [o for o in seen["gc_after"] if o.id == kept_iid or o.kind in ("role", "security-group")]
 
-    status = s3.get_json(LAYOUT.status(ids[0]))
+    status = s3.get_json(LAYOUT.status(ids[0])) or {}
     assert status[contract.KEPT_END_REASON] == "cancelled" and status[contract.KEPT_UNTIL] == seen["tag"]
     # The window is over: the tag says so, and gc takes the instance and what it used.
     assert contract.keep_until(_tags(_instance(session, kept_iid))[contract.TAG_KEEP_UNTIL]) is None
