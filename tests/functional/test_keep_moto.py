@@ -195,3 +195,29 @@ def test_cancel_ends_a_kept_window_whose_worker_does_not_answer(aws: tuple[Aws, 
     assert _instance(session, iid)["State"]["Name"] in ("shutting-down", "terminated")
     # The other runs are still queued: the rest of the submission stays for them.
     assert _group(session, Names.of(sid).group) is not None
+
+
+def test_the_keep_statements_pass_parliament_and_appear_only_when_asked(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from parliament import analyze_policy_string
+
+    from submitter.backends.pool import pool_plan
+    from submitter.backends.pool.resources import instance_policy
+    from submitter.plan import PriceLookup, make_plan
+
+    def policy(keep: str) -> dict[str, Any]:
+        (tmp_path / "job.yaml").write_text(
+            "name: lint\nimage: {uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/train:v1}\ncommand: [x]\n"
+            f"resources: {{instance_types: [c5.large]}}\nlimits: {{keep_on_failure: {keep}}}\n")
+        plan = make_plan(load(tmp_path / "job.yaml"), Settings(bucket="bkt", prefix="p", region=REGION),
+                         PriceLookup(None, "unknown"), now=datetime(2026, 11, 30, tzinfo=timezone.utc),
+                         token="abc123", account="123456789012")
+        return instance_policy(plan, pool_plan(plan).names, [])
+
+    kept = policy("20m")
+    sids = {s["Sid"] for s in kept["Statement"]}
+    assert {"DetachFromOwnGroup", "MarkSelfKept"} <= sids
+    findings = analyze_policy_string(json.dumps(kept)).findings
+    assert [f"{f.issue}: {f.detail}" for f in findings] == []
+    assert not {"DetachFromOwnGroup", "MarkSelfKept"} & {s["Sid"] for s in policy("0")["Statement"]}
