@@ -52,29 +52,48 @@ class Keeper:
         self.attempt, self.group, self.instance_id, self.queue_url = attempt, group, instance_id, queue_url
         self.host, self.store = attempt.host, attempt.host.store
         self.clock, self.sleep, self.rearm = clock, sleep, rearm
+        self.until: datetime | None = None
         self.end_reason = ""
 
     def run(self) -> bool:
+        """The whole window for a run already concluded: begin, write the status, finish."""
+        fields = self.begin(float(self.attempt.status.cost or 0))
+        if not fields:
+            return False
+        self.attempt.status = self.attempt.status.evolve(self.attempt.status.state, **fields)
+        self.write_status()
+        self.finish()
+        return True
+
+    def begin(self, cost: float) -> dict[str, str]:
+        """Before the run's final status is written (so no clean-up that sees it ended can take the instance
+        first): the window from the run's `cost` and time, the tag, leaving the group, the dead-man switch.
+        Returns the status fields of the window ({} when nothing is kept)."""
         attempt, host = self.attempt, self.host
         elapsed = self.clock() - attempt.started if attempt.started else 0.0
-        seconds = window(float(host.sub.get("keep_on_failure") or 0), host.price, float(attempt.status.cost or 0),
-                         host.sub.get("max_cost"), elapsed, host.sub.get("max_runtime"))
+        seconds = window(float(host.sub.get("keep_on_failure") or 0), host.price, cost, host.sub.get("max_cost"),
+                         elapsed, host.sub.get("max_runtime"))
         if seconds <= 0:
             log.info("run %s: no instance kept: max_cost or max_runtime leaves less than %d s", attempt.run_id,
                      MIN_KEEP_S)
-            return False
+            return {}
         until = datetime.now(timezone.utc) + timedelta(seconds=seconds)
         if not self.leave_group(until):
-            return False
+            return {}
         self.rearm(deadman_minutes(seconds))
-        attempt.status = attempt.status.evolve(attempt.status.state, **{contract.KEPT_UNTIL: contract.iso(until)})
-        self.write_status()
+        self.until = until
         log.info("run %s failed: instance %s, its volume and the stopped container %s are kept until %s for "
                  "`submitter ssh %s`", attempt.run_id, self.instance_id, f"submitter-{attempt.run_id}",
                  contract.iso(until), attempt.run_id)
+        return {contract.KEPT_UNTIL: contract.iso(until)}
+
+    def finish(self) -> None:
+        """After the final status: wait out the window (or a cancel), then record how it ended."""
+        attempt, host = self.attempt, self.host
+        assert self.until is not None, "begin() kept nothing"
         started = self.clock()
         # Until the time the tag and the status name (leaving the group took some of the window already).
-        self.end_reason = self.wait(started + (until - datetime.now(timezone.utc)).total_seconds())
+        self.end_reason = self.wait(started + (self.until - datetime.now(timezone.utc)).total_seconds())
         kept_for = self.clock() - started
         # The window is billed to the run: its cost includes the instance's time while it was kept.
         attempt.status = attempt.status.evolve(
@@ -86,7 +105,6 @@ class Keeper:
         except Exception as exc:
             log.warning("could not mark the kept window over on the instance: %s", exc)
         log.info("run %s: kept window over (%s) after %d s", attempt.run_id, self.end_reason, kept_for)
-        return True
 
     def leave_group(self, until: datetime) -> bool:
         """Tag, then detach: a detached instance without the tag could be taken by a clean-up at once."""

@@ -111,9 +111,10 @@ class Host:
     def on_begin(self) -> None:
         """Called as an attempt begins (the pool re-arms the host's dead-man switch)."""
 
-    def keeps(self, state: str, action: str) -> bool:
-        """Whether a run that ended `state` (then `action`) leaves its container and files for inspection."""
-        return False
+    def keep(self, attempt: Attempt, state: str, action: str) -> dict[str, Any]:
+        """Before a run's final status: when the run ending `state` (then `action`) leaves its container and files
+        for inspection (the pool's kept instance, runtime/keep.py), the status fields saying so; else {}."""
+        return {}
 
     def retries(self) -> dict[str, Any]:
         return dict(self.sub.get("retries") or {})
@@ -150,7 +151,7 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
-        self.kept = False  # the process was kept for inspection instead of cleaned up (Host.keeps)
+        self.kept = False  # the process is kept for inspection instead of cleaned up (Host.keep)
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -312,6 +313,10 @@ class Attempt:
             self.upload_results()
         state, fields, action = rules.decide_end(ending, self.status, self.host.retries())
         state, fields = self.settlement.adjust(state, fields, action)
+        if self.started:
+            kept = self.host.keep(self, state, action)
+            self.kept = bool(kept)
+            fields.update(kept)
         fields.update({k: v for k, v in self.host.identity.items() if getattr(self.status, k, None) is None
                        and k not in self.status.extra})
         now = contract.iso()
@@ -354,7 +359,6 @@ class Attempt:
         if self.run_log is not None:
             self.run_log.close()
             self.run_log = None
-        self.kept = bool(self.started) and self.final is not None and self.host.keeps(*self.final)
         self.process.keep() if self.kept else self.process.cleanup()
 
     def abort(self, reason: str) -> None:

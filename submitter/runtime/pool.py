@@ -71,10 +71,20 @@ class PoolHost(Host):
         host_mod.rearm_deadman(contract.deadman_minutes(self.sub.get("max_runtime"),
                                                         int(self.sub.get("deadman_minutes") or 60)))
 
+    group = ""  # the worker's Auto Scaling group and queue: a kept instance leaves the one, reads the other
+    queue_url = ""
+    keeper: Keeper | None = None
+
     def keeps(self, state: str, action: str) -> bool:
         # A failed run ends for good (no retry follows) on a host that is not going away: runtime/keep.py.
         return (state == contract.FAILED and action == DELETE and not self.stopping and not self.boot_error
                 and float(self.sub.get("keep_on_failure") or 0) > 0)
+
+    def keep(self, attempt: Attempt, state: str, action: str) -> dict[str, Any]:
+        if not self.keeps(state, action):
+            return {}
+        self.keeper = Keeper(attempt, self.group, str(self.identity.get("instance_id", "")), self.queue_url)
+        return self.keeper.begin(attempt.cost())
 
 
 class Agent:
@@ -111,7 +121,8 @@ class Agent:
         if not host.sub:
             raise RuntimeError(f"no {host.store.uri(key)}")
         self.boot()
-        self.queue_url = host.store.queue_url(str(host.sub["queue_name"]))
+        self.queue_url = host.queue_url = host.store.queue_url(str(host.sub["queue_name"]))
+        host.group = str(self.args.group)
         empty = 0
         while empty < EMPTY_RECEIVES_TO_EXIT and not host.stopping:
             messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)
@@ -193,10 +204,9 @@ class Agent:
         attempt = self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if it raises
         ending = attempt.execute()
         self.current = None
-        if attempt.kept:
-            self.kept = Keeper(attempt, self.args.group, self.args.instance_id, self.queue_url).run()
-            if not self.kept:
-                process.cleanup()
+        if attempt.kept and self.host.keeper is not None:
+            self.host.keeper.finish()  # the window: this worker takes no more runs
+            self.kept = True
         return ending
 
 

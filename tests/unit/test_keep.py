@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ def test_nothing_is_kept_when_max_cost_leaves_under_a_minute() -> None:
 def test_only_a_failed_run_that_is_not_retried_on_a_staying_host_is_kept() -> None:
     store = KeptStore()
     host = _attempt(store).host
+    assert isinstance(host, PoolHost)
     assert host.keeps(contract.FAILED, DELETE)
     assert not host.keeps(contract.FAILED, RELEASE)  # retried: the next attempt comes
     assert not host.keeps(contract.SUCCEEDED, DELETE) and not host.keeps(contract.CANCELLED, DELETE)
@@ -220,3 +222,59 @@ def test_only_a_failed_run_that_is_not_retried_on_a_staying_host_is_kept() -> No
     assert not host.keeps(contract.FAILED, DELETE)
     host.stopping, host.sub = False, {**host.sub, "keep_on_failure": 0}
     assert not host.keeps(contract.FAILED, DELETE)
+
+
+class ExitedProcess(Process):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def exit_code(self) -> int | None:
+        return 3
+
+    def cleanup(self) -> None:
+        self.calls.append("cleanup")
+
+    def keep(self) -> None:
+        self.calls.append("keep")
+
+
+class Settled(Settlement):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.seen: Any = None
+
+    def settle(self, state: str, action: str) -> None:
+        # The final status is written before the run is settled: it already names the window.
+        self.seen = (state, action, self.store.json(Layout("p").status(RUN)).get(contract.KEPT_UNTIL))
+
+
+RUN = "kj-20261130-120000-abcdef"
+
+
+def _concluded(store: Any, keep_on_failure: int, code: int = 3) -> tuple[Attempt, ExitedProcess, Settled]:
+    from submitter.runtime.rules import EXITED, Ending
+
+    host = PoolHost(store, Layout("p"), {"submission_id": RUN, "keep_on_failure": keep_on_failure,
+                                         "max_runtime": 3600}, {"instance_id": "i-1"}, price=0.36)
+    host.group, host.queue_url = "submitter-g", "https://queue"
+    process, settled = ExitedProcess(), Settled(store)
+    attempt = Attempt(host, {"run_id": RUN}, Status(RUN, RUN, "kj", contract.RUNNING, attempt=1), process, settled)
+    attempt.started = time.monotonic() - 30
+    attempt.conclude(Ending(EXITED, code))
+    return attempt, process, settled
+
+
+def test_the_final_status_of_a_kept_run_names_its_window_and_the_container_stays() -> None:
+    store = KeptStore()
+    attempt, process, settled = _concluded(store, 120)
+    assert attempt.kept and process.calls == ["keep"]
+    assert settled.seen[:2] == (contract.FAILED, DELETE) and settled.seen[2], "tagged and in the status first"
+    assert store.tags and store.detached, "the instance left its group before the run was reported failed"
+    assert isinstance(attempt.host, PoolHost) and attempt.host.keeper is not None
+
+
+def test_without_keep_on_failure_the_container_is_removed_as_before() -> None:
+    store = KeptStore()
+    attempt, process, settled = _concluded(store, 0)
+    assert not attempt.kept and process.calls == ["cleanup"]
+    assert settled.seen == (contract.FAILED, DELETE, None) and store.tags == []
