@@ -221,3 +221,33 @@ def test_the_keep_statements_pass_parliament_and_appear_only_when_asked(tmp_path
     findings = analyze_policy_string(json.dumps(kept)).findings
     assert [f"{f.issue}: {f.detail}" for f in findings] == []
     assert not {"DetachFromOwnGroup", "MarkSelfKept"} & {s["Sid"] for s in policy("0")["Statement"]}
+
+
+def test_the_sandbox_refuses_to_detach_an_instance_that_is_not_in_the_group(aws: tuple[Aws, str],
+                                                                           tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    from submitter.sandbox import limits
+
+    session = aws[0]
+    sub = _submit(aws, tmp_path, "fdetach")
+    name = Names.of(sub.plan.submission_id).group
+    group = _group(session, name)
+    assert group
+    member = group["Instances"][0]["InstanceId"]
+    autoscaling = session.client("autoscaling")
+    uninstall = limits.install()
+    try:
+        with pytest.raises(ClientError, match=f"The instance i-0123456789abcdef0 is not part of Auto Scaling group "
+                                              f"{name}"):
+            autoscaling.detach_instances(AutoScalingGroupName=name, InstanceIds=["i-0123456789abcdef0"],
+                                         ShouldDecrementDesiredCapacity=True)
+        autoscaling.detach_instances(AutoScalingGroupName=name, InstanceIds=[member],
+                                     ShouldDecrementDesiredCapacity=True)
+        with pytest.raises(ClientError, match="not part of Auto Scaling group"):  # once only
+            autoscaling.detach_instances(AutoScalingGroupName=name, InstanceIds=[member],
+                                         ShouldDecrementDesiredCapacity=True)
+    finally:
+        uninstall()
+    after = _group(session, name)
+    assert after and member not in {i["InstanceId"] for i in after["Instances"]}
