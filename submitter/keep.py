@@ -9,14 +9,16 @@ import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from submitter import contract, ownership
 from submitter.aws import ec2 as ec2_api
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.errors import UsageError
-from submitter.spec.loader import LoadedSpec
+
+if TYPE_CHECKING:  # `status` and `cost` use this module too: no spec models imported for them
+    from submitter.spec.loader import LoadedSpec
 
 Say = Callable[[str], None]
 END_WAIT_S = 90.0  # the kept worker polls the cancel marker every few seconds and then writes its status
@@ -67,6 +69,15 @@ def describe(doc: dict[str, Any], now: datetime | None = None) -> str | None:
     if contract.kept_window(contract.Status.from_json(doc), now) is None:
         return f"{text} (over)"
     return text
+
+
+def billed_until(doc: dict[str, Any], end: datetime | None, now: datetime) -> datetime | None:
+    """When a run's instance stopped billing for it (`submitter cost`): its end, or its kept window's end (when
+    the window ended, or now while it is open)."""
+    kept = contract.parse_iso(doc.get(contract.KEPT_ENDED))
+    if kept is None and contract.parse_iso(doc.get(contract.KEPT_UNTIL)) is not None:
+        kept = min(now, contract.parse_iso(doc.get(contract.KEPT_UNTIL)) or now)
+    return kept if end is not None and kept is not None and kept > end else end
 
 
 def end_windows(aws: Aws, s3: S3, layout: contract.Layout, run_ids: list[str], say: Say,

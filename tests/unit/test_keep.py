@@ -278,3 +278,13 @@ def test_without_keep_on_failure_the_container_is_removed_as_before() -> None:
     attempt, process, settled = _concluded(store, 0)
     assert not attempt.kept and process.calls == ["cleanup"]
     assert settled.seen == (contract.FAILED, DELETE, None) and store.tags == []
+
+
+def test_cost_counts_a_kept_window_until_it_ended() -> None:
+    end = NOW
+    doc: dict[str, Any] = {"state": contract.FAILED, contract.KEPT_UNTIL: contract.iso(NOW + timedelta(minutes=20))}
+    assert keep.billed_until(doc, end, NOW + timedelta(minutes=5)) == NOW + timedelta(minutes=5)  # open: until now
+    assert keep.billed_until(doc, end, NOW + timedelta(hours=1)) == NOW + timedelta(minutes=20)
+    doc[contract.KEPT_ENDED] = contract.iso(NOW + timedelta(minutes=3))
+    assert keep.billed_until(doc, end, NOW + timedelta(hours=1)) == NOW + timedelta(minutes=3)
+    assert keep.billed_until({"state": contract.FAILED}, end, NOW + timedelta(hours=1)) == end
