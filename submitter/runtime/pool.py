@@ -67,13 +67,13 @@ class Lease(Settlement):
 
 
 class PoolHost(Host):
-    def on_begin(self) -> None:
-        host_mod.rearm_deadman(contract.deadman_minutes(self.sub.get("max_runtime"),
-                                                        int(self.sub.get("deadman_minutes") or 60)))
-
     group = ""  # the worker's Auto Scaling group and queue: a kept instance leaves the one, reads the other
     queue_url = ""
     keeper: Keeper | None = None
+
+    def on_begin(self) -> None:
+        host_mod.rearm_deadman(contract.deadman_minutes(self.sub.get("max_runtime"),
+                                                        int(self.sub.get("deadman_minutes") or 60)))
 
     def keeps(self, state: str, action: str) -> bool:
         # A failed run ends for good (no retry follows) on a host that is not going away: runtime/keep.py.
