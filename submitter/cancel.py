@@ -88,6 +88,10 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
                               "terminated (outputs may be incomplete)")
         s3.put_json(layout.status(st.run_id), st.to_json())
         forced.append(st)
+    # 4b. A failed run's kept instance (docs/keep.md): the marker ends its window; it is gone before the clean-up.
+    from submitter import keep
+
+    kept_ended = keep.end_windows(aws, s3, layout, target.run_ids, say, min(wait_s, keep.END_WAIT_S), poll_s)
     # 5. Clean up when the submission has nothing left to do; a run cancel leaves its worker to the other runs.
     remaining = [st for st in tracking.read_statuses(s3, layout, target.all_runs) if not st.terminal]
     removed: list[str] = []
@@ -97,4 +101,4 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
     elif forced:
         removed += backend.force_stop(aws, forced, say)
     return {"submission": sub, "runs": tracking.statuses(s3, where, target.run_ids), "removed": removed,
-            "forced": [st.run_id for st in forced]}
+            "forced": [st.run_id for st in forced], "kept_ended": kept_ended}

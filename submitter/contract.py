@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 # ----------------------------------------------------------------------------------------- run states
@@ -64,6 +64,14 @@ TAG_BUCKET = "submitter:bucket"
 TAG_PREFIX = "submitter:prefix"
 SSH_RULE_MARK = "submitter ssh"  # starts the description of a per-session port-22 rule: "... TOKEN until TIME"
 TAG_SSH_UNTIL = "submitter:ssh-until"  # on an ssh session's own security group: gc removes it after this time
+# A failed run's kept instance (limits.keep_on_failure): the worker tags itself with its window's end; until then
+# neither cancel-less clean-up nor gc terminates it. The run's status carries the same end (KEPT_UNTIL) and, once
+# the window is over, when and why it ended (KEPT_ENDED, KEPT_END_REASON).
+TAG_KEEP_UNTIL = "submitter:keep-until"
+KEPT_UNTIL, KEPT_ENDED, KEPT_END_REASON = "kept_until", "kept_ended_at", "kept_end_reason"
+KEPT = "kept"  # instance report state: the worker kept its failed run's instance, then ended
+KEEP_MARGIN_S = 5 * 60  # the dead-man switch powers a kept host off this long after its window, if the agent hangs
+MAX_KEEP_S = 24 * 3600  # limits.keep_on_failure's upper bound; a keep-until tag further out is not believed
 
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -85,6 +93,24 @@ def deadman_minutes(max_runtime: float | None, fallback: int = DEFAULT_DEADMAN_M
     if not max_runtime:
         return fallback
     return int(math.ceil((float(max_runtime) + DEADMAN_MARGIN_S) / 60.0))
+
+
+def keep_until(text: Any, now: datetime | None = None) -> datetime | None:
+    """The end of a kept instance's window (a keep-until tag or a status's kept_until) while it is still open;
+    None once it has passed, or when the value is no time or lies further out than any window can (a forged tag
+    must not shield an instance from clean-up)."""
+    until = parse_iso(text)
+    now = now or datetime.now(timezone.utc)
+    if until is None or until <= now or until > now + timedelta(seconds=MAX_KEEP_S + KEEP_MARGIN_S):
+        return None
+    return until
+
+
+def kept_window(status: Status, now: datetime | None = None) -> datetime | None:
+    """The open window's end when `status` is a failed run whose instance is kept now, else None."""
+    if status.state != FAILED or status.extra.get(KEPT_ENDED):
+        return None
+    return keep_until(status.extra.get(KEPT_UNTIL), now)
 
 
 def secrets_prefix(submission_id: str) -> str:

@@ -82,12 +82,15 @@ def statuses(states: list[dict]) -> None:
     table = Table()
     for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost"):
         table.add_column(column)
+    from submitter import keep
+
     for st in states:
+        kept = keep.describe(st)  # a failed run's instance kept for `submitter ssh` (docs/keep.md)
         table.add_row(
             st.get("run_id", "?"),
             st.get("state", contract.UNKNOWN) + (f" ({st['reason']})" if st.get("reason")
                                                  and st.get("state") != contract.SUCCEEDED
-                                          else ""),
+                                          else "") + (f"; {kept}" if kept else ""),
             st.get("instance_id") or "-",
             f"{st.get('availability_zone') or '-'}/{st.get('instance_type') or '-'}",
             f"{st['price']:.4f}" if isinstance(st.get("price"), (int, float)) else "-",

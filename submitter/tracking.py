@@ -322,7 +322,7 @@ def costs(s3: S3, where: Where, run_ids: list[str], history: PriceHistory, regio
     (EBS gp3), and what the same hours would cost on demand where the on-demand price is known.
 
     `history(type, az, start, end)` gives price points; one call per (type, AZ) covers every run in it."""
-    from submitter import pricing
+    from submitter import keep, pricing
 
     now = now or datetime.now(timezone.utc)
     states = statuses(s3, where, run_ids)
@@ -338,8 +338,8 @@ def costs(s3: S3, where: Where, run_ids: list[str], history: PriceHistory, regio
     spans: list[tuple[dict[str, Any], datetime | None, datetime | None]] = []
     for st in states:
         start = parse_time(st.get("started_at"))
-        end = parse_time(st.get("ended_at")) or (now if st.get("state") in contract.ACTIVE else
-                                                 parse_time(st.get("heartbeat_at")))
+        end = keep.billed_until(st, parse_time(st.get("ended_at")) or (  # a kept instance: its window too
+            now if st.get("state") in contract.ACTIVE else parse_time(st.get("heartbeat_at"))), now)
         spans.append((st, start, end))
         pool = (str(st.get("instance_type") or ""), str(st.get("availability_zone") or ""))
         if start and end and all(pool):

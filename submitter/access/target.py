@@ -89,9 +89,12 @@ def locate(aws: Aws, settings: Settings, run_id: str) -> Target:
     (status,) = tracking.statuses(s3, tracking.Where(settings.bucket, settings.prefix), [run_id])
     state = status.get("state", "unknown")
     where = f"run {run_id}"
-    if state not in contract.ACTIVE or not status.get("instance_id"):
+    # A failed run whose instance is kept (limits.keep_on_failure, docs/keep.md) is reachable until its window ends.
+    kept = contract.kept_window(contract.Status.from_json(status)) is not None
+    if (state not in contract.ACTIVE and not kept) or not status.get("instance_id"):
         raise RemoteError(where, f"is {state}: no instance runs it now",
-                          f"see `submitter status {run_id}`; connect while it is running")
+                          f"see `submitter status {run_id}`; connect while it is running (or, with "
+                          "limits.keep_on_failure or `submit --keep-on-failure`, within the window after it fails)")
     iid = str(status["instance_id"])
     inst = ownership.instance(ec2_api.client(aws), iid, submission, run_id)  # a forged status: refused here
     if inst is None or inst["State"]["Name"] != "running":

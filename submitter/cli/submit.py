@@ -26,6 +26,9 @@ def submit(
                                 "log in (default SUBMITTER_SSH_KEY; none: no key)."),
     backend: str = typer.Option(None, "--backend", help="pool (spot workers of your own) or batch (AWS Batch); "
                                 "default: each spec's resources.backend."),
+    keep_on_failure: str = typer.Option(None, "--keep-on-failure", metavar="DURATION",
+                                        help="Keep a failed run's instance this long (e.g. 20m) for `submitter ssh`; "
+                                        "overrides limits.keep_on_failure; 0 keeps nothing. Pool backend only."),
 ) -> None:
     """Submit one or more job specs: build, push, stage, launch spot workers."""
     from submitter import connect
@@ -40,6 +43,11 @@ def submit(
 
         settings = replace(settings, ssh_key=ssh_key)
     specs = spec_mod.load_many(files)
+    if keep_on_failure is not None or any(s.spec.limits.keep_on_failure for s in specs):
+        from submitter import keep
+
+        specs = keep.override(specs, keep_on_failure)
+        keep.check_backend(specs, backend)
     if submission is not None:
         for loaded in specs:  # before any AWS call: the id must be one of this job's
             planning.check_submission(loaded.spec.name, submission)

@@ -33,7 +33,10 @@ def status(
         run_ids = [r for sub in (subs if all_ else subs[-5:]) for r in tracking.runs_of(s3, where, sub)]
     states = tracking.statuses(s3, where, run_ids)
     if not all_ and not target:
-        states = [st for st in states if st.get("state") not in tracking.TERMINAL] or states
+        from submitter import contract
+
+        states = [st for st in states if st.get("state") not in tracking.TERMINAL  # and runs kept now (docs/keep.md)
+                  or contract.kept_window(contract.Status.from_json(st))] or states
     if as_json:
         print_json({"runs": states})
         return
@@ -121,6 +124,8 @@ def cancel(
         return
     for st in result["runs"]:
         typer.echo(f"{st['run_id']}: {st.get('state')}" + (f" ({st['reason']})" if st.get("reason") else ""))
+    if result.get("kept_ended"):
+        typer.echo(f"kept window ended early: instance(s) {', '.join(result['kept_ended'])} terminated")
     if result["removed"]:
         typer.echo(f"removed: {', '.join(result['removed'])}")
 

@@ -153,8 +153,12 @@ class DockerProcess(Process):
                 self.follower.kill()
 
     def cleanup(self) -> None:
+        self.keep()
+        run(["docker", "rm", "--force", self.name], timeout=120)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def keep(self) -> None:
+        """The stopped container and the run's directories stay (`docker start -ai`); its job role does not."""
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
-        run(["docker", "rm", "--force", self.name], timeout=120)
-        shutil.rmtree(self.run_dir, ignore_errors=True)

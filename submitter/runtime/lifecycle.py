@@ -74,6 +74,11 @@ class Process:
     def cleanup(self) -> None:
         """Remove what this attempt left on the host."""
 
+    def keep(self) -> None:
+        """Leave the stopped command and its directories for inspection (a kept instance, runtime/keep.py); where
+        nothing can be kept, the same as cleanup."""
+        self.cleanup()
+
 
 class Settlement:
     """How the run's work item is settled: it was obtained from somewhere that must hear how it ended."""
@@ -113,6 +118,11 @@ class Host:
     def on_begin(self) -> None:
         """Called as an attempt begins (the pool re-arms the host's dead-man switch)."""
 
+    def keep(self, attempt: Attempt, state: str, action: str) -> dict[str, Any]:
+        """Before a run's final status: when the run ending `state` (then `action`) leaves its container and files
+        for inspection (the pool's kept instance, runtime/keep.py), the status fields saying so; else {}."""
+        return {}
+
     def retries(self) -> dict[str, Any]:
         return dict(self.sub.get("retries") or {})
 
@@ -150,6 +160,7 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
+        self.kept = False  # the process is kept for inspection instead of cleaned up (Host.keep)
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -316,6 +327,10 @@ class Attempt:
             self.upload_results()
         state, fields, action = rules.decide_end(ending, self.status, self.host.retries())
         state, fields = self.settlement.adjust(state, fields, action)
+        if self.started:
+            kept = self.host.keep(self, state, action)
+            self.kept = bool(kept)
+            fields.update(kept)
         fields.update({k: v for k, v in self.host.identity.items() if getattr(self.status, k, None) is None
                        and k not in self.status.extra})
         now = contract.iso()
@@ -362,7 +377,7 @@ class Attempt:
         if self.run_log is not None:
             self.run_log.close()
             self.run_log = None
-        self.process.cleanup()
+        self.process.keep() if self.kept else self.process.cleanup()
 
     def abort(self, reason: str) -> None:
         """After an unexpected error: stop the command, keep what it made, settle the run."""

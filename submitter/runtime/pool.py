@@ -18,6 +18,7 @@ from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
 from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.keep import Keeper
 from submitter.runtime.lifecycle import Attempt, Host, Settlement, read_status
 from submitter.runtime.rules import DELETE, HOST, SPOT, Ending
 from submitter.runtime.store import CliStore, Store
@@ -66,9 +67,24 @@ class Lease(Settlement):
 
 
 class PoolHost(Host):
+    group = ""  # the worker's Auto Scaling group and queue: a kept instance leaves the one, reads the other
+    queue_url = ""
+    keeper: Keeper | None = None
+
     def on_begin(self) -> None:
         host_mod.rearm_deadman(contract.deadman_minutes(self.sub.get("max_runtime"),
                                                         int(self.sub.get("deadman_minutes") or 60)))
+
+    def keeps(self, state: str, action: str) -> bool:
+        # A failed run ends for good (no retry follows) on a host that is not going away: runtime/keep.py.
+        return (state == contract.FAILED and action == DELETE and not self.stopping and not self.boot_error
+                and float(self.sub.get("keep_on_failure") or 0) > 0)
+
+    def keep(self, attempt: Attempt, state: str, action: str) -> dict[str, Any]:
+        if not self.keeps(state, action):
+            return {}
+        self.keeper = Keeper(attempt, self.group, str(self.identity.get("instance_id", "")), self.queue_url)
+        return self.keeper.begin(attempt.cost())
 
 
 class Agent:
@@ -83,6 +99,7 @@ class Agent:
         self.gpus: str | None = None
         self.queue_url = ""
         self.current: Attempt | None = None
+        self.kept = False  # this worker kept a failed run's instance: it takes no more runs
 
     # -------------------------------------------------------------------------------- top level
 
@@ -104,7 +121,8 @@ class Agent:
         if not host.sub:
             raise RuntimeError(f"no {host.store.uri(key)}")
         self.boot()
-        self.queue_url = host.store.queue_url(str(host.sub["queue_name"]))
+        self.queue_url = host.queue_url = host.store.queue_url(str(host.sub["queue_name"]))
+        host.group = str(self.args.group)
         empty = 0
         while empty < EMPTY_RECEIVES_TO_EXIT and not host.stopping:
             messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)
@@ -113,6 +131,9 @@ class Agent:
                 continue
             empty = 0
             ending = self.handle(messages[0])
+            if self.kept:
+                self.report(contract.KEPT, "kept a failed run's instance for its window, then ended")
+                return 0  # boot.sh powers off; the instance left its group already
             if ending is not None and ending.kind in (SPOT, HOST):
                 self.report(contract.INTERRUPTED, ending.reason)
                 # The boot script powers off without leaving the group: the group replaces this worker,
@@ -180,9 +201,12 @@ class Agent:
             lease.delete()
             return None
         process = DockerProcess(self.host.sub, run_id, self.args.instance_id, self.work, self.gpus, self.host.store)
-        self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if this raises
-        ending = self.current.execute()
+        attempt = self.current = Attempt(self.host, body, status, process, lease)  # main() settles it if it raises
+        ending = attempt.execute()
         self.current = None
+        if attempt.kept and self.host.keeper is not None:
+            self.host.keeper.finish()  # the window: this worker takes no more runs
+            self.kept = True
         return ending
 
 

@@ -121,6 +121,18 @@ class Store:
     def delete_message(self, queue_url: str, receipt: str) -> None:
         raise NotImplementedError
 
+    def visible_messages(self, queue_url: str) -> int:
+        """About how many runs wait on the queue (SQS's ApproximateNumberOfMessages)."""
+        raise NotImplementedError
+
+    # A kept instance (runtime/keep.py)
+    def detach(self, group: str, instance_id: str, decrement: bool) -> None:
+        """Take this instance out of its Auto Scaling group; without `decrement` the group starts a replacement."""
+        raise NotImplementedError
+
+    def tag_instance(self, instance_id: str, key: str, value: str) -> None:
+        raise NotImplementedError
+
 
 class CliStore(Store):
     """The store through the `aws` CLI, in the given region."""
@@ -255,6 +267,19 @@ class CliStore(Store):
 
     def delete_message(self, queue_url: str, receipt: str) -> None:
         self.aws("sqs", "delete-message", "--queue-url", queue_url, "--receipt-handle", receipt, timeout=60)
+
+    def visible_messages(self, queue_url: str) -> int:
+        answer = parse_json(self.aws("sqs", "get-queue-attributes", "--queue-url", queue_url, "--attribute-names",
+                                     "ApproximateNumberOfMessages", timeout=60).out)
+        return int((answer.get("Attributes") or {}).get("ApproximateNumberOfMessages", 0))
+
+    def detach(self, group: str, instance_id: str, decrement: bool) -> None:
+        self.aws("autoscaling", "detach-instances", "--auto-scaling-group-name", group, "--instance-ids", instance_id,
+                 "--should-decrement-desired-capacity" if decrement else "--no-should-decrement-desired-capacity",
+                 timeout=60)
+
+    def tag_instance(self, instance_id: str, key: str, value: str) -> None:
+        self.aws("ec2", "create-tags", "--resources", instance_id, "--tags", f"Key={key},Value={value}", timeout=60)
 
 
 def iso_utc(text: str) -> str:

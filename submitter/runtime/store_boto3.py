@@ -122,6 +122,18 @@ class Boto3Store(Store):
     def delete_message(self, queue_url: str, receipt: str) -> None:
         self._client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
 
+    def visible_messages(self, queue_url: str) -> int:
+        answer = self._client("sqs").get_queue_attributes(QueueUrl=queue_url,
+                                                          AttributeNames=["ApproximateNumberOfMessages"])
+        return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+
+    def detach(self, group: str, instance_id: str, decrement: bool) -> None:
+        self._client("autoscaling").detach_instances(AutoScalingGroupName=group, InstanceIds=[instance_id],
+                                                     ShouldDecrementDesiredCapacity=decrement)
+
+    def tag_instance(self, instance_id: str, key: str, value: str) -> None:
+        self._client("ec2").create_tags(Resources=[instance_id], Tags=[{"Key": key, "Value": value}])
+
 
 def _expect_owner(bucket: str, owner: str) -> Any:
     """Requests to `bucket` carry ExpectedBucketOwner: S3 answers 403 when another account owns the name."""

@@ -59,6 +59,7 @@ def install() -> Callable[[], None]:
         (AutoScalingBackend, "create_auto_scaling_group", asg_overrides_and_tags),
         (AutoScalingBackend, "update_auto_scaling_group", asg_overrides_and_tags),
         (AutoScalingBackend, "create_or_update_tags", asg_overrides_and_tags),
+        (AutoScalingBackend, "detach_instances", asg_detach_members),
         (S3Backend, "put_object", s3_key_1024_bytes),
         (S3Backend, "create_multipart_upload", s3_key_1024_bytes),
         (S3Backend, "copy_object", s3_key_1024_bytes),
@@ -328,6 +329,22 @@ def asg_overrides_and_tags(call: dict[str, Any]) -> None:
     problem = tag_problem((str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags)
     if problem:
         raise ValidationError(_tag_constraint(*problem))
+
+
+def asg_detach_members(call: dict[str, Any]) -> None:
+    """DetachInstances: at most 20 ids, each a member of the group (moto ignores any other id; AWS answers
+    "The instance ID is not part of Auto Scaling group NAME.", a ValidationError)."""
+    from moto.autoscaling.exceptions import ValidationError
+
+    ids = list(call.get("instance_ids") or [])
+    if len(ids) > 20:
+        raise ValidationError("List exceeds the maximum number of instances to detach. Please retry your request "
+                              "with fewer instances.")
+    group = call["self"].autoscaling_groups.get(call["group_name"])
+    members = {state.instance.id for state in group.instance_states} if group is not None else set()
+    for instance_id in ids:
+        if instance_id not in members:
+            raise ValidationError(f"The instance {instance_id} is not part of Auto Scaling group {call['group_name']}.")
 
 
 def s3_key_1024_bytes(call: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from submitter.spec.values import (
     REGION,
     Duration,
     Grace,
+    KeepWindow,
     TextMap,
     container_dir,
     finite,
@@ -162,6 +163,9 @@ class Limits(_Model):
     max_runtime: Duration = 8 * 3600.0
     max_cost: float | None = Field(default=None, gt=0)
     stop_grace: Grace = 90.0  # SIGTERM, then SIGKILL after this (spot notice, cancel, limits); a notice may shorten it
+    # A failed run's instance, volume and stopped container stay this long for `submitter ssh` (pool backend only;
+    # docs/keep.md); the window counts against max_cost and max_runtime.
+    keep_on_failure: KeepWindow = 0.0
 
     @field_validator("max_cost", mode="before")
     @classmethod

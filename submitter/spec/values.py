@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from submitter.contract import MAX_KEEP_S
+
 DEFAULT_DOCKERFILE = "Dockerfile.train"
 MAX_RUNS = 1000  # runs per submission (a sweep's combinations)
 # A leading '-' would make every run id of the job read as an option on the command line.
@@ -76,6 +78,13 @@ def _duration(value: Any) -> float:
     return _seconds(value, "4h, 90m or 1h30m", 60, 14 * 86400, "1m and 14d")
 
 
+def keep_seconds(value: Any) -> float:
+    """limits.keep_on_failure and `submit --keep-on-failure`: 0 (the default) keeps nothing."""
+    if value in (0, "0", None) or (isinstance(value, str) and value.strip() in ("0", "0s", "0m")):
+        return 0.0
+    return _seconds(value, "0 (off), 20m or 1h", 60, MAX_KEEP_S, "1m and 24h (or 0: off)")
+
+
 def _grace(value: Any) -> float:
     """The SIGTERM-to-SIGKILL grace period."""
     return _seconds(value, "90s or 2m", 5, 900, "5s and 15m")
@@ -110,6 +119,7 @@ def _text_map(value: Any) -> dict[str, str]:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 Grace = Annotated[float, BeforeValidator(_grace)]
+KeepWindow = Annotated[float, BeforeValidator(keep_seconds)]
 TextMap = Annotated[dict[str, str], BeforeValidator(_text_map)]
 
 

@@ -68,12 +68,19 @@ def remove(aws: Aws, submission: str, wait_s: float = 120) -> list[str]:
     if asg_api.delete_group(asg_api.client(aws), names.group):
         removed.append(f"group {names.group}")
     ec2 = ec2_api.client(aws)
-    leftover = [i["InstanceId"] for i in live_instances(aws, submission)]
+    kept = kept_instances(live_instances(aws, submission))
+    leftover = [i["InstanceId"] for i in live_instances(aws, submission) if i["InstanceId"] not in kept]
     ec2_api.terminate(ec2, leftover)
     removed += [f"instance {i}" for i in leftover]
     deadline = time.monotonic() + wait_s
-    while live_instances(aws, submission) and time.monotonic() < deadline:
+    while [i for i in live_instances(aws, submission) if i["InstanceId"] not in kept] and time.monotonic() < deadline:
         time.sleep(2)
+    if kept:
+        # A failed run's kept instance (docs/keep.md) ends itself when its window does; the role it reads its cancel
+        # marker with and the security group it is in stay until then, and `submitter gc` removes them after.
+        removed += [f"nothing else yet: instance {i} is kept until {until} (`submitter cancel RUN` ends it; "
+                    f"`submitter gc` removes what is left after it)" for i, until in sorted(kept.items())]
+        return removed
     if ec2_api.delete_launch_template(ec2, names.launch_template):
         removed.append(f"launch template {names.launch_template}")
     sqs = sqs_api.client(aws)
@@ -87,3 +94,16 @@ def remove(aws: Aws, submission: str, wait_s: float = 120) -> list[str]:
         if ec2_api.delete_security_group(ec2, group["GroupId"]):
             removed.append(f"security group {group['GroupId']}")
     return removed
+
+
+def kept_instances(instances: list[dict[str, Any]]) -> dict[str, str]:
+    """{instance id: keep-until} of the instances whose kept window is still open (their `submitter:keep-until`
+    tag; one too far out is not believed, contract.keep_until)."""
+    kept = {}
+    for inst in instances:
+        if inst.get("State", {}).get("Name") == "shutting-down":  # ending already (a cancel took it)
+            continue
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
+        if contract.keep_until(tags.get(contract.TAG_KEEP_UNTIL)) is not None:
+            kept[str(inst["InstanceId"])] = tags[contract.TAG_KEEP_UNTIL]
+    return kept

@@ -224,8 +224,37 @@ def instance_policy(plan: Plan, names: Names, inputs: Sequence[str] | None = Non
             ],
         },
     ]
+    if plan.spec.limits.keep_on_failure:
+        host += keep_statements(plan, names)
     if job_role.wanted(plan):
         host.append(job_role.assume_statement(plan))
     shared = policy.run_statements(plan, inputs)
     storage = [s for s in shared if s["Sid"] in policy.STORAGE]
     return policy.document(storage + host + [s for s in shared if s["Sid"] not in policy.STORAGE])
+
+
+def keep_statements(plan: Plan, names: Names) -> list[dict[str, Any]]:
+    """limits.keep_on_failure: a worker whose run failed leaves its own group without giving up the group's slot
+    (DetachInstances; the group starts a replacement), and marks itself kept with one tag, on instances of this
+    submission only (docs/keep.md)."""
+    region, account = plan.region, plan.account
+    return [
+        {
+            "Sid": "DetachFromOwnGroup",
+            "Effect": "Allow",
+            "Action": ["autoscaling:DetachInstances"],
+            "Resource": [
+                f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{names.group}"
+            ],
+        },
+        {
+            "Sid": "MarkSelfKept",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": [f"arn:aws:ec2:{region}:{account}:instance/*"],
+            "Condition": {
+                "StringEquals": {f"aws:ResourceTag/{contract.TAG_SUBMISSION}": plan.submission_id},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [contract.TAG_KEEP_UNTIL]},
+            },
+        },
+    ]

@@ -30,6 +30,7 @@ def submit(aws: Aws, plan: Plan, pool: PoolPlan, image_uri: str, secrets: dict[s
         queue_name=pool.names.queue,
         grace_seconds=int(plan.spec.limits.stop_grace),
         deadman_minutes=contract.deadman_minutes(plan.spec.limits.max_runtime),
+        keep_on_failure=plan.spec.limits.keep_on_failure,  # runtime/keep.py: a failed run's instance stays this long
         # The agent serves this role's credentials to the container; absent: the container gets none.
         job_role_arn=pool.job_role["Arn"] if pool.job_role else None,
     ))

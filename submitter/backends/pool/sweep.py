@@ -9,6 +9,8 @@ orphan except an unattached volume. An orphan is:
   volume           unattached (the launch's volumes are deleted with their instance, so a loose one leaked)
   secrets          the submission's SSM parameters (tagged at submit), on the same terms as its role
   ssh-rule         an ssh session's own security group past its `submitter:ssh-until` (a killed session's)
+A failed run's kept instance (`submitter:keep-until` in the future) is none of these, nor is anything its
+submission uses; once that time has passed, the instance is an orphan whatever its deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from submitter.aws.session import Aws
 from submitter.backends.base import Ledger, Orphan, Say
 
 TAG, DEADLINE, SSH_UNTIL = contract.TAG_SUBMISSION, contract.TAG_DEADLINE, contract.TAG_SSH_UNTIL
+KEEP_UNTIL = contract.TAG_KEEP_UNTIL
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 ALIVE = ["pending", "running", "stopping", "shutting-down"]
 KINDS = ("instance", "group", "launch-template", "queue", "role", "ssh-rule", "security-group", "volume",
@@ -47,14 +50,22 @@ def orphans(aws: Aws, ledger: Ledger, now: datetime) -> list[Orphan]:
     ec2 = ec2_api.client(aws)
     found: list[Orphan] = []
     tagged = [{"Name": "tag-key", "Values": [TAG]}]
+    kept: set[str] = set()  # submissions with a failed run's instance kept now: what it uses stays (docs/keep.md)
     for inst in ec2_api.instances(ec2, [*tagged, {"Name": "instance-state-name", "Values": LIVE_STATES}]):
         tags = _tags(inst.get("Tags"))
         sub = tags[TAG]
         if not ledger.ours(tags):
             continue
+        if contract.keep_until(tags.get(contract.TAG_KEEP_UNTIL), now) is not None:
+            kept.add(sub)
+            continue
+        # Its window is over (a worker that could not leave its group takes runs again: not while it is busy).
+        if contract.parse_iso(tags.get(KEEP_UNTIL)) is not None and not ledger.busy_on(sub, inst["InstanceId"], now):
+            found.append(Orphan("instance", inst["InstanceId"], sub, f"its kept window ended at {tags[KEEP_UNTIL]}"))
+            continue
         if _deadline_passed(tags, now) and not ledger.busy_on(sub, inst["InstanceId"], now):
             found.append(Orphan("instance", inst["InstanceId"], sub, f"past its deadline {tags[DEADLINE]}"))
-    live_groups = set()
+    live_groups = set(kept)
     for group in asg_api.tagged_groups(asg_api.client(aws), TAG):
         tags = _tags(group.get("Tags"))
         sub = tags[TAG]
