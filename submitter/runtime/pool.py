@@ -83,6 +83,9 @@ class Agent:
         self.gpus: str | None = None
         self.queue_url = ""
         self.current: Attempt | None = None
+        # When this worker started (the boot script starts it right after the host's install): the instance
+        # report's start, so the submit side can count instance-hours per pool (placement/history.py).
+        self.booted_at = contract.iso()
 
     # -------------------------------------------------------------------------------- top level
 
@@ -152,7 +155,7 @@ class Agent:
 
     def report(self, state: str, reason: str) -> None:
         doc = {**self.host.identity, "state": state, "reason": reason, "time": contract.iso(),
-               "runs": self.host.handled}
+               "booted_at": self.booted_at, "runs": self.host.handled}
         try:
             self.host.store.put_json(self.host.layout.instance_report(self.args.submission, self.args.instance_id),
                                      doc)
