@@ -3,7 +3,8 @@ workers' own instance reports, and the placement moves away from it.
 
 The pool is (t3.medium, us-east-1b), the sandbox's cheapest for the spec's types (t3.medium, t3.large: no other
 e2e test submits them, so the history this test leaves in the shared bucket moves no other test's placement).
-`sandbox interrupt-rate` makes each of its instances get a notice 60 s after its host starts.
+`sandbox interrupt-rate` makes each of its instances get a notice 60 s after its host starts (40 s before the
+reclaim, so the worker can stop the run and write its report).
 
 Checked here: the interrupted worker's report carries `booted_at`; `placement.lookup.market_for` shows the pool's
 observed rate (interruptions per instance-hour, and the hours), the sandbox's placement score and advisor band.
@@ -27,7 +28,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 POOL = ("t3.medium", "us-east-1b")
-RATE_PER_HOUR = 60  # each instance of the pool reclaimed 60 s after its host starts
+RATE_PER_HOUR = 60  # each instance of the pool gets its notice 60 s after its host starts
+NOTICE = "40"  # seconds: the worker needs them to stop the run, upload, and write its report
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +94,7 @@ def test_a_pool_reclaimed_often_is_seen_and_avoided(sandbox: Any, sandbox_env: d
     from submitter.placement.lookup import market_for
 
     name = "place-" + uuid.uuid4().hex[:6]
-    rate = _cli(sandbox_env, "sandbox", "interrupt-rate", *POOL, "--per-hour", str(RATE_PER_HOUR), "--notice", "5")
+    rate = _cli(sandbox_env, "sandbox", "interrupt-rate", *POOL, "--per-hour", str(RATE_PER_HOUR), "--notice", NOTICE)
     assert rate.returncode == 0, rate.stderr
     submissions: list[str] = []
     try:
@@ -112,9 +114,10 @@ def test_a_pool_reclaimed_often_is_seen_and_avoided(sandbox: Any, sandbox_env: d
         market = market_for(sandbox.settings, [POOL[0], "t3.large"], job=name)
         facts = market.facts[POOL]
         assert facts.observed is not None and facts.observed.interruptions >= 1, market.notes
-        hours = facts.observed.instance_hours
-        assert 0 < hours < 2 * 60 / 3600 * facts.observed.interruptions, facts.observed  # < 2 min per instance
-        assert facts.observed.rate is not None and facts.observed.rate > 10, facts.observed  # per instance-hour
+        # Each instance lives about 60-100 s: a few minutes of hours at most, so well over 2 per instance-hour
+        # (AWS's worst band, >20% a month, is about 0.0003 per instance-hour).
+        assert 0 < facts.observed.instance_hours < 0.25, facts.observed
+        assert facts.observed.rate is not None and facts.observed.rate > 2, facts.observed
         assert facts.score == 10 and facts.band is not None and facts.band.label == "<5%", facts
         assert any("spot-advisor-data.json" in n and "127.0.0.1" in n for n in market.notes), market.notes
 
@@ -129,7 +132,7 @@ def test_a_pool_reclaimed_often_is_seen_and_avoided(sandbox: Any, sandbox_env: d
         every = placement["candidates"] + placement["dropped"]
         pools = {(p["instance_type"], p["availability_zone"]): p for p in every}
         shown = pools[POOL]
-        assert shown["observed"]["interruptions"] >= 1 and shown["observed"]["rate"] > 10, shown
+        assert shown["observed"]["interruptions"] >= 1 and shown["observed"]["rate"] > 2, shown
         kept = [(p["instance_type"], p["availability_zone"]) for p in placement["candidates"]]
         assert POOL not in kept or kept[-1] == POOL, placement
 
