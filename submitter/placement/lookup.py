@@ -22,6 +22,7 @@ from submitter.placement.facts import Band, JobHistory, Market, Observed, Pool, 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from submitter.aws.s3 import S3
     from submitter.aws.session import Aws
     from submitter.settings import Settings
 
@@ -39,12 +40,16 @@ def market(aws: Aws, instance_types: list[str], *, sandbox: bool, job: str | Non
     says why."""
     from submitter.aws.ec2 import client as ec2_client
     from submitter.aws.ec2 import spot_prices, subnet_zones
+    from submitter.aws.s3 import S3
 
+    # Clients are made here, before the threads: a boto3 session makes them safely only one at a time.
     ec2 = ec2_client(aws)
+    bucket = (settings.bucket if settings else None) or aws.bucket
+    s3 = S3.connect(aws, bucket) if settings is not None and bucket else None
     with ThreadPoolExecutor(4) as pool:
         scores = pool.submit(_scores, ec2, instance_types, target_capacity, aws.region, sandbox)
         bands = pool.submit(_bands, settings, aws.region, instance_types)
-        history = pool.submit(_history, aws, settings, job)
+        history = pool.submit(_history, aws, s3, settings, job)
         prices = spot_prices(ec2, instance_types)
         zones = subnet_zones(ec2)
         (score_of, score_note), (band_of, band_note) = scores.result(), bands.result()
@@ -107,16 +112,14 @@ def _cache_dir(aws: Aws, settings: Settings, bucket: str) -> Path:
     return settings.home / "cache" / "placement" / hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
-def _history(aws: Aws, settings: Settings | None, job: str | None) -> tuple[dict[Pool, Observed], JobHistory,
-                                                                             list[str]]:
+def _history(aws: Aws, s3: S3 | None, settings: Settings | None, job: str | None) -> tuple[
+        dict[Pool, Observed], JobHistory, list[str]]:
     from submitter import tracking
-    from submitter.aws.s3 import S3
     from submitter.placement import history
 
-    bucket = (settings.bucket if settings else None) or aws.bucket
-    if settings is None or not bucket:
+    if settings is None or s3 is None:
         return {}, JobHistory(), ["observed interruption rates and job history unknown (no bucket set)"]
-    s3 = S3.connect(aws, bucket)
+    bucket = s3.bucket
     where = tracking.Where(bucket, settings.prefix)
     nothing: list[str] = []
     every, problem = _quietly(lambda: tracking.submissions(s3, where), nothing, "observed interruption rates")
