@@ -17,7 +17,7 @@ from moto import mock_aws
 from submitter import contract
 from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
-from submitter.placement import lookup
+from submitter.placement import advisor, lookup
 from submitter.placement.facts import Band, Observed
 from submitter.settings import Settings
 
@@ -144,4 +144,6 @@ def test_without_scores_bands_or_a_bucket_the_market_still_answers(aws: Aws, tmp
 def test_sandbox_mode_reads_bands_from_the_sandbox_not_the_internet(tmp_path: Path) -> None:
     settings = Settings(sandbox=True, sandbox_port=47000, home=tmp_path)
     assert lookup.advisor_url(settings) == "http://127.0.0.1:47002/spot-advisor-data.json"
-    assert lookup.advisor_url(Settings(home=tmp_path)).startswith("https://spot-bid-advisor.s3.amazonaws.com/")
+    assert lookup.advisor_url(Settings(home=tmp_path)) == advisor.URL  # AWS's (tests point it at loopback)
+    chosen = Settings(sandbox=True, home=tmp_path, spot_advisor_url="https://example.org/a.json")
+    assert lookup.advisor_url(chosen) == "https://example.org/a.json"  # SUBMITTER_SPOT_ADVISOR_URL wins

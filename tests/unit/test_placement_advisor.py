@@ -107,3 +107,12 @@ def test_the_bands_name_the_types_without_one(server: _Server, tmp_path: Path) -
 def test_only_https_or_this_machine_is_fetched(tmp_path: Path) -> None:
     document, note = advisor.load("http://example.invalid/data.json", tmp_path)
     assert document is None and "neither https nor this machine" in note
+
+
+def test_the_default_source_is_aws_spot_advisor_document() -> None:
+    import importlib.util
+
+    # The module's own value, read from its source (the autouse fixture points advisor.URL at loopback).
+    spec = importlib.util.find_spec("submitter.placement.advisor")
+    assert spec and spec.origin
+    assert 'URL = "https://spot-bid-advisor.s3.amazonaws.com/spot-advisor-data.json"' in Path(spec.origin).read_text()
