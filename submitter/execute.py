@@ -41,12 +41,12 @@ def account_id(aws: Aws) -> str:
     return aws.account()
 
 
-def prices(aws: Aws, loaded: LoadedSpec) -> PriceLookup:
+def prices(aws: Aws, loaded: LoadedSpec, settings: Settings | None = None) -> PriceLookup:
     from submitter.placement.lookup import market
     from submitter.plan import target_capacity
 
     return market(aws, loaded.spec.resources.instance_types, sandbox=bool(aws.endpoint_url), job=loaded.spec.name,
-                  target_capacity=target_capacity(loaded.spec))
+                  target_capacity=target_capacity(loaded.spec), settings=settings)
 
 
 def submit(
@@ -77,7 +77,7 @@ def submit(
     planned = []
     for loaded in specs:
         secrets = settings_mod.secret_values(loaded.spec.secrets, environ, cwd)
-        plan = make_plan(loaded, settings, prices(aws, loaded), account=account, submission=submission,
+        plan = make_plan(loaded, settings, prices(aws, loaded, settings), account=account, submission=submission,
                          backend=backend)
         backends.for_plan(plan).describe(plan)  # the backend's part is checked too, before anything is built
         plan_limits.check(plan)  # and AWS's limits on what it will create

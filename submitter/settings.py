@@ -29,6 +29,8 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
     ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
     ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environments' maximum vCPUs"),
+    ("SUBMITTER_SPOT_ADVISOR_URL", "AWS's Spot Instance Advisor data (the sandbox: its own copy)",
+     "where the interruption-frequency bands are read from (https, or this machine)"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -54,6 +56,7 @@ class Settings:
     sandbox_port: int = 45660
     debug: bool = False
     batch_max_vcpus: int = 256
+    spot_advisor_url: str | None = None  # None: AWS's document (placement/advisor.py), or the sandbox's copy
 
     @property
     def sandbox_dir(self) -> Path:
@@ -118,7 +121,15 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         sandbox_port=int(port),
         debug=_flag(values, "SUBMITTER_DEBUG"),
         batch_max_vcpus=int(max_vcpus),
+        spot_advisor_url=_advisor_url(get("SUBMITTER_SPOT_ADVISOR_URL")),
     )
+
+
+def _advisor_url(url: str | None) -> str | None:
+    if url and not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise SettingsError("SUBMITTER_SPOT_ADVISOR_URL", f"{url!r} is neither an https URL nor this machine",
+                            "unset it (AWS's Spot Instance Advisor data is used) or give an https:// URL")
+    return url
 
 
 def _prefix(raw: str) -> str:

@@ -318,3 +318,35 @@ def instance_groups(ec2: Any, instance_id: str) -> list[str] | None:
     if found is None or found["State"]["Name"] in ("shutting-down", "terminated"):
         return None
     return [str(g["GroupId"]) for g in found.get("SecurityGroups", [])]
+
+
+# ------------------------------------------------------------------------------------ placement scores
+
+
+def placement_scores(ec2: Any, instance_types: list[str], target_capacity: int,
+                     region: str) -> dict[tuple[str, str], int]:
+    """Single-AZ Spot Placement Scores (1-10) for `target_capacity` instances of any of `instance_types`:
+    {(type, AZ name): score}. EC2 scores the set of types per AZ (one score per AZ, not per type), so every
+    type gets its AZ's score. The answer names AZs by id (use1-az1), mapped to names here. EC2 returns only the
+    top ten AZs; an AZ it leaves out has no score. Raises AwsError (e.g. no ec2:GetSpotPlacementScores
+    permission, throttling): the caller notes it and plans without scores.
+
+    API: GetSpotPlacementScores(InstanceTypes, TargetCapacity, SingleAvailabilityZone, RegionNames) ->
+    SpotPlacementScores[{Region, AvailabilityZoneId, Score}] (EC2 API Reference, SpotPlacementScore;
+    docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetSpotPlacementScores.html)."""
+    with translate("ec2", "DescribeAvailabilityZones"):
+        zones = ec2.describe_availability_zones()["AvailabilityZones"]
+    names = {z["ZoneId"]: z["ZoneName"] for z in zones if z.get("ZoneId")}
+    scores: dict[tuple[str, str], int] = {}
+    with translate("ec2", "GetSpotPlacementScores"):
+        pages = ec2.get_paginator("get_spot_placement_scores").paginate(
+            InstanceTypes=instance_types, TargetCapacity=max(1, target_capacity), TargetCapacityUnitType="units",
+            SingleAvailabilityZone=True, RegionNames=[region])
+        for page in pages:
+            for item in page.get("SpotPlacementScores", []):
+                zone = names.get(str(item.get("AvailabilityZoneId")))
+                if zone is None or item.get("Score") is None:
+                    continue
+                for instance_type in instance_types:
+                    scores[(instance_type, zone)] = int(item["Score"])
+    return scores

@@ -17,11 +17,11 @@ COMMANDS: list[Callable[..., None]] = [
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]
 SANDBOX_COMMANDS: list[Callable[..., None]] = [
-    sandbox.up, sandbox.down, sandbox.status, sandbox.env, sandbox.logs, sandbox.interrupt,
+    sandbox.up, sandbox.down, sandbox.status, sandbox.env, sandbox.logs, sandbox.interrupt, sandbox.interrupt_rate,
 ]
 for command in COMMANDS:
     app.command()(command)
 for command in SANDBOX_COMMANDS:
-    sandbox_app.command(command.__name__)(command)
+    sandbox_app.command(command.__name__.replace("_", "-"))(command)
 
 __all__ = ["app", "main", "submit_main"]

@@ -1,4 +1,4 @@
-"""`submitter sandbox up|down|status|env|logs|interrupt`: the local AWS (docs/sandbox.md)."""
+"""`submitter sandbox up|down|status|env|logs|interrupt|interrupt-rate`: the local AWS (docs/sandbox.md)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,24 @@ def interrupt(
         raise UsageError("--notice", f"{notice} is not a number of seconds", "give seconds, e.g. --notice 40")
     result = api.interrupt(settings_of(ctx), instance_id, notice)
     typer.echo(f"{instance_id}: spot interruption notice given; terminating at {result['terminate_at']}")
+
+
+def interrupt_rate(
+    ctx: typer.Context,
+    instance_type: str = typer.Argument(..., help="Instance type of the pool, e.g. c5.large."),
+    zone: str = typer.Argument(..., help="Availability zone of the pool, e.g. us-east-1b."),
+    per_hour: float = typer.Option(..., "--per-hour", help="Interruptions per instance-hour; 0 stops them."),
+    notice: float = typer.Option(120.0, "--notice", help="Seconds between each notice and its termination."),
+) -> None:
+    """Reclaim a pool's instances at a rate: each gets a notice 1/RATE hours after it started."""
+    from submitter.errors import UsageError
+    from submitter.sandbox import api
+
+    for name, value in (("--per-hour", per_hour), ("--notice", notice)):
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(name, f"{value} is not a number >= 0", f"give e.g. {name} 60")
+    pools = api.interrupt_rate(settings_of(ctx), instance_type, zone, per_hour, notice)["pools"]
+    typer.echo(f"{instance_type} in {zone}: " + (f"every instance reclaimed {3600 / per_hour:.0f} s after it starts"
+                                                  if per_hour else "no longer interrupted"))
+    for pool, rate in sorted(pools.items()):
+        typer.echo(f"  {pool}: {rate['per_hour']:g}/h, notice {rate['notice_seconds']:g} s")

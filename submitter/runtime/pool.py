@@ -100,6 +100,9 @@ class Agent:
         self.queue_url = ""
         self.current: Attempt | None = None
         self.kept = False  # this worker kept a failed run's instance: it takes no more runs
+        # When this worker started (the boot script starts it right after the host's install): the instance
+        # report's start, so the submit side can count instance-hours per pool (placement/history.py).
+        self.booted_at = contract.iso()
 
     # -------------------------------------------------------------------------------- top level
 
@@ -173,7 +176,7 @@ class Agent:
 
     def report(self, state: str, reason: str) -> None:
         doc = {**self.host.identity, "state": state, "reason": reason, "time": contract.iso(),
-               "runs": self.host.handled}
+               "booted_at": self.booted_at, "runs": self.host.handled}
         try:
             self.host.store.put_json(self.host.layout.instance_report(self.args.submission, self.args.instance_id),
                                      doc)

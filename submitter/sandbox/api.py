@@ -287,6 +287,7 @@ def env(settings: Settings) -> dict[str, str]:
         "SUBMITTER_REGISTRY": c.registry,
         "SUBMITTER_BUCKET": c.bucket,
         "SUBMITTER_SANDBOX": "1",
+        "SUBMITTER_SPOT_ADVISOR_URL": f"http://127.0.0.1:{settings.sandbox_port + 2}/spot-advisor-data.json",
     }
 
 
@@ -345,6 +346,23 @@ def interrupt(settings: Settings, instance_id: str, notice_seconds: float) -> di
                            "list running instances with `submitter sandbox status`")
     if code != 200:
         raise SandboxError(where, f"the sandbox daemon answered {code or 'nothing'}",
+                           f"see {_paths(settings).daemon_log}")
+    return body
+
+
+def interrupt_rate(settings: Settings, instance_type: str, zone: str, per_hour: float,
+                   notice_seconds: float) -> dict[str, Any]:
+    """Interrupt every instance of the pool (type, AZ) 1/per_hour hours after it started (0: stop doing so)."""
+    where = f"sandbox interrupt-rate {instance_type} {zone}"
+    if per_hour < 0 or notice_seconds < 0:
+        raise SandboxError(where, "the rate and the notice cannot be negative",
+                           "give e.g. --per-hour 60 --notice 20 (--per-hour 0 stops it)")
+    state = _running_state(settings, where)
+    code, body = _control(state, "POST", "/interrupt-rate", {
+        "instance_type": instance_type, "availability_zone": zone, "per_hour": per_hour,
+        "notice_seconds": notice_seconds})
+    if code != 200:
+        raise SandboxError(where, f"the sandbox daemon answered {code or 'nothing'}: {body.get('error', '')}",
                            f"see {_paths(settings).daemon_log}")
     return body
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from submitter.runtime.credentials import answer_json
-from submitter.sandbox import batch, fidelity, iam, limits, prices
+from submitter.sandbox import batch, fidelity, iam, limits, placement, prices
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -73,7 +73,8 @@ def _write_private(path: Path, value: dict[str, Any]) -> None:
 
 
 def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingHTTPServer:
-    """A tiny JSON endpoint on loopback: health, and scheduling spot interruptions."""
+    """A tiny JSON endpoint on loopback: health, scheduling spot interruptions (one instance now, or a pool at a
+    rate), and the sandbox's Spot Instance Advisor document (placement.py)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
@@ -85,10 +86,15 @@ def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingH
         def do_GET(self) -> None:
             if self.path == "/health":
                 self._reply(200 if ready.is_set() else 503, {"ready": ready.is_set()})
+            elif self.path == "/spot-advisor-data.json":
+                self._reply(200, placement.advisor_document(runner.region))
             else:
                 self._reply(404, {"error": "not found"})
 
         def do_POST(self) -> None:
+            if self.path == "/interrupt-rate":
+                self._rate()
+                return
             if self.path != "/interrupt":
                 self._reply(404, {"error": "not found"})
                 return
@@ -104,6 +110,20 @@ def control_server(port: int, runner: Any, ready: threading.Event) -> ThreadingH
                 self._reply(404, {"error": f"{iid} has no running host in the sandbox"})
             else:
                 self._reply(200, {"instance_id": iid, "terminate_at": at.isoformat()})
+
+        def _rate(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                pool = (str(body["instance_type"]), str(body["availability_zone"]))
+                per_hour, notice = float(body["per_hour"]), float(body["notice_seconds"])
+                if not (per_hour >= 0 and notice >= 0):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                self._reply(400, {"error": "expected JSON {instance_type, availability_zone, per_hour >= 0, "
+                                           "notice_seconds >= 0}"})
+                return
+            self._reply(200, {"pools": runner.set_rate(pool, per_hour, notice)})
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
@@ -132,6 +152,7 @@ def main(argv: list[str]) -> int:
     paths = st.Paths(args.home / "sandbox")
     endpoint = f"http://127.0.0.1:{ports['moto']}"
     install_price_table()
+    placement.install()  # GetSpotPlacementScores, which moto lacks, from the same table
     fidelity.install()  # spot groups launch the way EC2 does (type, AZ, IMDS options, AMI)
     limits.install()  # AWS's server-side limits (sizes, names, tags) refused as AWS refuses them
     from submitter.sandbox import sshd

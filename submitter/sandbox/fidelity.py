@@ -3,7 +3,9 @@
 moto launches a mixed-instances group's workers with no instance type, in a random AZ, with the
 launch template's `resolve:ssm:` image id unresolved and its metadata options (IMDSv2) ignored. The
 sandbox makes each launch the way AWS would for a spot group: the cheapest (override type, subnet AZ)
-pool whose price from the sandbox price table is at or under SpotMaxPrice, the template's metadata
+pool whose price from the sandbox price table is at or under SpotMaxPrice (with `capacity-optimized-prioritized`,
+the first override type in order that has such a pool, in its cheapest AZ: the table's price stands in for
+spare capacity, as in placement.py's scores), the template's metadata
 options applied, the AMI parameter resolved, and the instance marked spot. No pool under the max price
 means no launch, as on AWS.
 """
@@ -19,9 +21,16 @@ log = logging.getLogger("submitter.sandbox.fidelity")
 
 
 def cheapest_pool(
-    types: list[str], subnets: list[tuple[str, str]], max_price: float | None
+    types: list[str], subnets: list[tuple[str, str]], max_price: float | None, prioritized: bool = False
 ) -> tuple[str, str, str, float] | None:
-    """(type, subnet id, AZ, price) of the cheapest offered pool at or under `max_price`, else None."""
+    """(type, subnet id, AZ, price) of the cheapest offered pool at or under `max_price`, else None;
+    `prioritized`: of the first type in `types` that has one."""
+    if prioritized:
+        for instance_type in types:
+            found = cheapest_pool([instance_type], subnets, max_price)
+            if found is not None:
+                return found
+        return None
     pools = []
     for instance_type in types:
         for subnet_id, zone in subnets:
@@ -61,7 +70,8 @@ def _launch_spot(group: Any, count: int, tags: dict[str, str], overrides: list[d
     subnets = [(s, ec2.get_subnet(s).availability_zone) for s in subnet_ids]
     raw_max = (policy.get("InstancesDistribution") or {}).get("SpotMaxPrice")
     max_price = float(raw_max) if raw_max not in (None, "") else None
-    pool = cheapest_pool(types, subnets, max_price)
+    strategy = (policy.get("InstancesDistribution") or {}).get("SpotAllocationStrategy")
+    pool = cheapest_pool(types, subnets, max_price, prioritized=strategy == "capacity-optimized-prioritized")
     if pool is None:
         log.warning("group %s: no spot pool of %s at or under %s; nothing launched", group.name, types, raw_max)
         return

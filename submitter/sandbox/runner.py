@@ -39,6 +39,7 @@ class Host:
     imds: Imds
     record: dict[str, Any]
     terminate_at: float | None = None  # monotonic deadline of a scheduled spot interruption
+    started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,6 +62,7 @@ class Runner:
         self.finished: set[str] = set()
         self.sightings: dict[str, tuple[str, ...]] = {}  # instance -> its block devices when last polled
         self.lock = threading.RLock()
+        self.rates: dict[tuple[str, str], tuple[float, float]] = {}  # (type, AZ) -> (per hour, notice s)
 
     # ------------------------------------------------------------------------------------------ loop
 
@@ -79,6 +81,7 @@ class Runner:
                     self.teardown(iid)
             self._check_hosts()
             self._check_interrupts()
+            self._check_rates()
 
     def _settled(self, inst: dict[str, Any]) -> bool:
         """moto lists an instance before it has attached the launch's volumes: start it only once two
@@ -110,6 +113,23 @@ class Runner:
                 host.terminate_at = None
                 self.clients("ec2").terminate_instances(InstanceIds=[iid])
                 self.teardown(iid)
+
+    def _check_rates(self) -> None:
+        """A pool told to interrupt at R per instance-hour gives each of its instances a notice 1/R hours after
+        its host started: deterministic (the mean of a random reclaim), so a test knows when it comes."""
+        for iid, host in list(self.hosts.items()):
+            rate = self.rates.get(host.extra.get("pool", ("", "")))
+            if rate and rate[0] > 0 and host.terminate_at is None and time.monotonic() - host.started >= 3600 / rate[0]:
+                self.interrupt(iid, rate[1])
+
+    def set_rate(self, pool: tuple[str, str], per_hour: float, notice: float) -> dict[str, Any]:
+        """Interrupt the pool's instances at `per_hour` (0: stop); returns every pool's rate."""
+        with self.lock:
+            if per_hour == 0:
+                self.rates.pop(pool, None)
+            else:
+                self.rates[pool] = (per_hour, notice)
+            return {f"{t} {z}": {"per_hour": r, "notice_seconds": n} for (t, z), (r, n) in self.rates.items()}
 
     def _shut_down(self, iid: str) -> None:
         """Apply the instance's shutdown behaviour, as EC2 does when the OS powers off."""
@@ -189,8 +209,8 @@ class Runner:
         record["imds_port"] = imds.port
         st.write_json(directory / "instance.json", record)
         host = Host(iid, record["container"], imds, record,
-                    extra={"shutdown_behaviour": behaviour, "spot": spot,
-                           "asg": "aws:autoscaling:groupName" in tags})
+                    extra={"shutdown_behaviour": behaviour, "spot": spot, "asg": "aws:autoscaling:groupName" in tags,
+                           "pool": (meta.instance_type, meta.availability_zone)})
         # Another sandbox's `down` may have undone the shared bind since `up`: make sure it is there.
         st.ensure_shared_work_root()
         st.ensure_credentials_address()

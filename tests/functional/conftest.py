@@ -42,3 +42,17 @@ def _moto_account(monkeypatch: pytest.MonkeyPatch, bucket: str, repository: str,
         })
         ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="v1")
         yield session, repo["repositoryUri"]
+
+
+NO_INTERNET = "http://127.0.0.1:9/spot-advisor-data.json"  # loopback port 9: refused at once
+
+
+@pytest.fixture(autouse=True)
+def _no_spot_advisor_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test fetches AWS's Spot Instance Advisor data (a submit or dry run against moto would): the default
+    URL and SUBMITTER_SPOT_ADVISOR_URL point at a closed loopback port, so the bands are unknown and nothing is
+    cached. A test that wants bands passes its own URL (tests/functional/test_placement_lookup.py)."""
+    from submitter.placement import advisor
+
+    monkeypatch.setattr(advisor, "URL", NO_INTERNET)
+    monkeypatch.setenv("SUBMITTER_SPOT_ADVISOR_URL", NO_INTERNET)

@@ -26,6 +26,15 @@ def test_zones_that_do_not_offer_a_type_are_skipped() -> None:
     assert choice is None  # us-east-1e has no p3.2xlarge in the table
 
 
+def test_prioritized_takes_the_first_type_that_has_a_pool_under_the_max_price() -> None:
+    # m5.large costs more than c5.large in every AZ, but comes first: capacity-optimized-prioritized takes it.
+    choice = cheapest_pool(["m5.large", "c5.large"], SUBNETS, 0.1, prioritized=True)
+    assert choice is not None and choice[0] == "m5.large"
+    assert choice[3] == min(p for _, z in SUBNETS if (p := prices.price("m5.large", z)) is not None)
+    # g5.xlarge is over the max price everywhere: the next type is used.
+    assert cheapest_pool(["g5.xlarge", "c5.large"], SUBNETS, 0.1, prioritized=True)[0] == "c5.large"  # type: ignore[index]
+
+
 # The sandbox's AWS limits (submitter/sandbox/limits.py): how each is measured, as AWS measures it.
 
 

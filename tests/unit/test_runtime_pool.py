@@ -253,6 +253,8 @@ def test_an_agent_error_settles_the_current_run_and_reports_the_instance(
     assert settlement.actions == [action]
     report = store.json("p/submissions/s/instances/i-1.json")
     assert report["state"] == contract.AGENT_ERROR and report["runs"] == [{"run_id": "r-0", "state": state}]
+    # When the worker started, so the submit side can count this instance's hours (placement/history.py).
+    assert contract.parse_iso(report["booted_at"]) <= contract.parse_iso(report["time"])  # type: ignore[operator]
 
 
 def test_a_message_that_names_no_run_or_a_finished_run_is_deleted() -> None:
