@@ -7,6 +7,7 @@ commands. Heavy modules are imported inside the commands so `submitter --help` s
 from collections.abc import Callable
 
 from submitter.cli import access, account, sandbox, submit, tracking
+from submitter.cli import rerun as rerun_cli
 from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.
@@ -14,6 +15,7 @@ COMMANDS: list[Callable[..., None]] = [
     submit.submit, tracking.status, tracking.logs, tracking.results, tracking.cancel, tracking.cost, tracking.prices,
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]
+COMMANDS[1:1] = [rerun_cli.rerun, rerun_cli.diff]  # right after submit
 SANDBOX_COMMANDS: list[Callable[..., None]] = [
     sandbox.up, sandbox.down, sandbox.status, sandbox.env, sandbox.logs, sandbox.interrupt,
 ]
