@@ -14,6 +14,7 @@ from typing import Any
 from submitter import contract
 
 MISSING = None  # a field one run has and the other does not compares as None
+MAX_METRICS_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,14 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return str(value)
+        text = ", ".join(f"{k}={v}" for k, v in value.items())
+    elif isinstance(value, list):
+        text = " ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    # Metrics and statuses come from the job's side: no control character reaches the terminal.
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def read_side(s3: Any, layout: contract.Layout, run_id: str) -> Side:
@@ -180,9 +185,13 @@ def read_side(s3: Any, layout: contract.Layout, run_id: str) -> Side:
 
     record = read_record(s3, layout, run_id)
     status = s3.get_json(layout.status(run_id))
-    try:
-        metrics = s3.get_json(layout.final_metrics(run_id))
-    except ValueError:
-        metrics = None
+    key = layout.final_metrics(run_id)
+    listed = [o for o in s3.objects(key) if o.get("Key") == key]
+    metrics = None
+    if listed and int(listed[0].get("Size", 0)) <= MAX_METRICS_BYTES:  # the job writes it: never read a huge one
+        try:
+            metrics = s3.get_json(key)
+        except ValueError:
+            metrics = None
     return Side(run_id, record, status if isinstance(status, dict) else {},
                 metrics if isinstance(metrics, dict) else None)

@@ -124,8 +124,11 @@ def test_the_record_pins_inputs_and_a_rerun_reproduces_it_without_the_spec_file(
 
     s3 = S3(aws.session.client("s3"), BUCKET)
     layout = contract.Layout("p")
+    s3.put_bytes(layout.final_metrics(original), b'{"accuracy": 0.9, "history": [1, 2]}')
+    s3.put_bytes(layout.final_metrics(new_run), b'{"accuracy": 0.8, "history": [1, 2]}')
     compared = diff.compare(diff.read_side(s3, layout, original), diff.read_side(s3, layout, new_run))
     assert compared["experiment_differs"] == ["sweep.LR"]
+    assert "metrics.accuracy" in compared["outcome_differs"]
     assert not compared["same_experiment"]
     shown = CliRunner().invoke(app, ["diff", original, new_run])
     assert shown.exit_code == 0, shown.output

@@ -104,3 +104,9 @@ def test_an_s3_input_compares_by_its_pin() -> None:
     assert diff.compare(_side("a", inputs=pinned), _side("b", inputs=pinned))["same_experiment"]
     assert diff.compare(_side("a", inputs=pinned), _side("b", inputs=changed))["experiment_differs"] == \
         ["input /data/y"]
+
+
+def test_the_human_view_escapes_control_characters_from_the_job_side() -> None:
+    result = diff.compare(_side("a"), _side("b", accuracy="\x1b[2Jgone"))
+    text = "\n".join(diff.lines(result))
+    assert "\x1b" not in text and "\\x1b[2Jgone" in text
