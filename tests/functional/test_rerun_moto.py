@@ -97,6 +97,13 @@ def test_the_record_pins_inputs_and_a_rerun_reproduces_it_without_the_spec_file(
     assert by_target["/data/images"]["pin"]["objects"] == 1
     (project / "job.yaml").unlink()  # nothing local is read from here on
 
+    before = _created(aws)
+    dry = CliRunner().invoke(app, ["rerun", original, "--set", "EPOCHS=3", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"rerun of {original}" in dry.stdout and record["image"] in dry.stdout
+    assert "EPOCHS=3 LR=0.05 SEED=0" in dry.stdout and "--set EPOCHS=3 (the run had 2)" in dry.stdout
+    assert _created(aws) == before
+
     result = CliRunner().invoke(app, ["rerun", original, "--set", "LR=0.2", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
