@@ -203,3 +203,16 @@ def test_set_of_a_name_the_run_did_not_have_is_refused_naming_the_names_it_had(a
     bad_type = CliRunner().invoke(app, ["rerun", original, "--instance-types", "c5.large,t4g.small"])
     assert bad_type.exit_code == 2 and "--instance-types" in bad_type.output, bad_type.output
     assert _created(aws) == before
+
+
+def test_a_rerun_of_a_rerun_reuses_the_same_staged_and_pinned_inputs(account: Any) -> None:
+    aws, project = account
+    original = _submitted_run(aws, project)
+    first = json.loads(CliRunner().invoke(app, ["rerun", original, "--set", "EPOCHS=3", "--json"]).stdout)["runs"][0]
+    result = CliRunner().invoke(app, ["rerun", first, "--json"])
+    assert result.exit_code == 0, result.output
+    second = _record(aws, json.loads(result.stdout)["runs"][0])
+    assert second["reproduces"] == first and second["env"]["EPOCHS"] == "3"
+    assert second["git"] == _record(aws, original)["git"]  # the source behind the digest, however many reruns on
+    assert [(i["target"], i.get("digest"), i.get("pin")) for i in second["inputs"]] == \
+        [(i["target"], i.get("digest"), i.get("pin")) for i in _record(aws, original)["inputs"]]
