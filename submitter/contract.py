@@ -236,6 +236,30 @@ class Layout:
     def input_complete(self, digest: str) -> str:
         return self._key("inputs", digest, INPUT_COMPLETE)
 
+    def final_metrics(self, run_id: str) -> str:
+        """The metrics a job writes last as OUTPUT_DIR/metrics.json (train.py does): what `diff` compares."""
+        return self._key("runs", run_id, "outputs", "metrics.json")
+
+
+def staged_digest(layout: Layout, bucket: str, uri: str) -> str | None:
+    """The DIGEST of an input staged under Layout.input(DIGEST) of this bucket and prefix, else None."""
+    ours = Layout.uri(bucket, layout.inputs)
+    if not uri.startswith(ours):
+        return None
+    digest = uri[len(ours):].split("/", 1)[0]
+    return digest if re.fullmatch(r"[0-9a-f]{8,64}", digest) else None
+
+
+# What a run record (Layout.run_spec) does not pin, so a rerun may differ there (docs/runtime-contract.md,
+# "Reproducing a run"). The instance's AMI id, kernel, docker and GPU driver versions are in each attempt's
+# status document (`host`), reported by the runtime at boot.
+NOT_RECORDED = [
+    "secret values (only their names; a rerun reads them from the environment again)",
+    "the spot placement (instance type and AZ are chosen from the market again)",
+    "s3:// inputs are pinned by ETag (and version id when the bucket is versioned) and a rerun refuses a changed "
+    "one, but the runtime downloads the current objects, never an older version",
+]
+
 
 # ----------------------------------------------------------------------------------------- documents
 

@@ -265,3 +265,28 @@ def put_policy(client: Any, bucket: str, document: dict[str, Any]) -> None:
 
     with translate("s3", "PutBucketPolicy"):
         client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(document))
+
+
+# ------------------------------------------------------------------------------------------ pinning a source
+
+
+def pin(s3_client: Any, uri: str) -> dict[str, Any]:
+    """What an `s3://` input is now, to tell later whether it changed: one object's ETag, version id (when the
+    bucket is versioned) and size; a prefix's object count and a SHA-256 over its keys, ETags and sizes.
+    Raises AwsError when the source cannot be read (missing, or this identity may not read it)."""
+    import hashlib
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if key and not key.endswith("/"):
+        with translate("s3", "HeadObject"):
+            head = s3_client.head_object(Bucket=bucket, Key=key)
+        return {"etag": str(head.get("ETag", "")).strip('"'), "version_id": head.get("VersionId"),
+                "size": int(head.get("ContentLength", 0))}
+    digest, count = hashlib.sha256(), 0
+    with translate("s3", "ListObjectsV2"):
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Contents", []):  # listed in key order, so the digest is stable
+                line = f"{item['Key'][len(key):]}\0{str(item.get('ETag', '')).strip(chr(34))}\0{item.get('Size', 0)}\n"
+                digest.update(line.encode())
+                count += 1
+    return {"objects": count, "listing_sha256": digest.hexdigest()}

@@ -29,10 +29,16 @@ def staged_prefixes(plan: Plan, uris: Sequence[str] | None) -> list[str]:
     once the input is hashed for its upload."""
     layout = plan.layout
     if uris is None:
-        return [layout.input(f"<sha256 of {s}>") for s in sorted(plan.loaded.local_inputs)]
+        return [layout.input(f"<sha256 of {s}>") for s in sorted(plan.loaded.local_inputs)] + [
+            layout.input(d) for d in sorted(_rerun_digests(plan))]
     ours = contract.Layout.uri(plan.bucket_or_placeholder, layout.inputs)
     digests = {u[len(ours):].split("/", 1)[0] for u in uris if u.startswith(ours)}
     return [layout.input(d) for d in sorted(digests) if d]
+
+
+def _rerun_digests(plan: Plan) -> set[str]:
+    found = (contract.staged_digest(plan.layout, plan.bucket_or_placeholder, i.source) for i in plan.spec.inputs)
+    return {d for d in found if d}
 
 
 def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -89,7 +95,10 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Resource": [f"arn:aws:ssm:{plan.region}:{plan.account}:parameter"
                          f"{contract.secrets_prefix(sub)}*"],
         })
-    s3_inputs = sorted({i.source for i in plan.spec.inputs if i.source.startswith("s3://")})
+    # A rerun's inputs point at this bucket's staged digests: StagedInputs covers those, and they must not widen
+    # into a read of the whole bucket here.
+    s3_inputs = sorted({i.source for i in plan.spec.inputs if i.source.startswith("s3://")
+                        and not contract.staged_digest(plan.layout, bucket, i.source)})
     if s3_inputs:
         statements.append({
             "Sid": "ReadS3Inputs",

@@ -16,6 +16,7 @@ from typing import Any
 from submitter import contract
 from submitter.aws import ssm as ssm_api
 from submitter.aws.s3 import S3
+from submitter.aws.s3 import pin as s3_pin
 from submitter.aws.session import Aws
 from submitter.plan import Plan
 from submitter.progress import Progress
@@ -29,6 +30,18 @@ class StagedInput:
     uri: str
     target: str
     kind: str  # "dir" or "file"
+    source: str = ""  # as the spec wrote it
+    pin: dict[str, Any] | None = None  # an s3:// source as it was at submit time (aws.s3.pin), for a rerun
+
+    def document(self) -> dict[str, str]:
+        """What the runtime reads (the submission document's `inputs`)."""
+        return {"uri": self.uri, "target": self.target, "kind": self.kind}
+
+    def record(self, layout: contract.Layout, bucket: str) -> dict[str, Any]:
+        """What the run record keeps of it: enough to stage the same bytes again (docs/runtime-contract.md)."""
+        digest = contract.staged_digest(layout, bucket, self.uri)
+        return {"source": self.source, "target": self.target, "uri": self.uri, "kind": self.kind,
+                **({"digest": digest} if digest else {"pin": self.pin})}
 
 
 def stage_inputs(s3: S3, plan: Plan, progress: Progress) -> list[StagedInput]:
@@ -37,7 +50,10 @@ def stage_inputs(s3: S3, plan: Plan, progress: Progress) -> list[StagedInput]:
 
 def _stage_input(s3: S3, plan: Plan, source: str, target: str, progress: Progress) -> StagedInput:
     if source.startswith("s3://"):
-        return StagedInput(source, target, "dir" if source.endswith("/") else "file")
+        kind = "dir" if source.endswith("/") else "file"
+        if contract.staged_digest(plan.layout, s3.bucket, source):  # a rerun's input, already staged by digest
+            return StagedInput(source, target, kind, source)
+        return StagedInput(source, target, kind, source, _pin(s3, source))
     local = plan.loaded.local_inputs[source]
     files = input_files(local)
     digest = _tree_digest(local, files)
@@ -46,14 +62,25 @@ def _stage_input(s3: S3, plan: Plan, source: str, target: str, progress: Progres
     uri = contract.Layout.uri(s3.bucket, prefix) + ("" if kind == "dir" else local.name)
     if s3.exists(plan.layout.input_complete(digest)):
         progress.done(f"input {source}: unchanged, already in S3")
-        return StagedInput(uri, target, kind)
+        return StagedInput(uri, target, kind, source)
     total = sum(p.stat().st_size for _, p in files)
     progress.step(f"uploading input {source}: {len(files)} file(s), {total} bytes")
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         list(pool.map(lambda item: s3.upload_file(str(item[1]), prefix + item[0]), files))
     # Written last: an upload cut short is not taken for a whole one by the next submit.
     s3.put_json(plan.layout.input_complete(digest), {"files": len(files), "bytes": total, "source": str(local)})
-    return StagedInput(uri, target, kind)
+    return StagedInput(uri, target, kind, source)
+
+
+def _pin(s3: S3, source: str) -> dict[str, Any]:
+    """The source as it is now (aws.s3.pin); one this identity cannot read is recorded as not pinned, with the
+    reason: the instance role may still read it, and a rerun then says it cannot tell whether it changed."""
+    from submitter.errors import AwsError
+
+    try:
+        return s3_pin(s3.client, source)
+    except AwsError as err:
+        return {"unpinned": err.what}
 
 
 def input_files(local: Path) -> list[tuple[str, Path]]:
@@ -130,7 +157,7 @@ def submission_doc(plan: Plan, image_uri: str, inputs: list[StagedInput], secret
         "max_runtime": spec.limits.max_runtime,
         "max_cost": spec.limits.max_cost,
         "retries": spec.retries.model_dump(),
-        "inputs": [i.__dict__ for i in inputs],
+        "inputs": [i.document() for i in inputs],
         "secrets": {"names": sorted(secrets), "ssm_prefix": contract.secrets_prefix(plan.submission_id)},
         **backend_fields,
     }
@@ -143,17 +170,24 @@ def put_runtime(s3: S3, plan: Plan) -> None:
     s3.put_bytes(plan.layout.runtime(plan.submission_id), artefact.build(), "application/zip")
 
 
-def stage_runs(s3: S3, plan: Plan, image_uri: str, created: str, **backend_fields: Any) -> None:
-    """Each run's spec (Layout.run_spec), and its first status (`queued`) unless a retried submit finds one."""
+def stage_runs(s3: S3, plan: Plan, image_uri: str, created: str, inputs: list[StagedInput] | None = None,
+               **backend_fields: Any) -> None:
+    """Each run's spec (Layout.run_spec), and its first status (`queued`) unless a retried submit finds one.
+
+    The record is what `rerun` reproduces and `diff` compares: `inputs` (digests and pins), and, for a rerun,
+    what the LoadedSpec's `record` adds (the run it reproduces, the overrides, the original's git state)."""
     spec = plan.spec
-    git = git_state(plan.loaded.path.parent)
+    extra = plan.loaded.record
+    git = extra["git"] if "git" in extra else git_state(plan.loaded.path.parent)
+    staged = [i.record(plan.layout, s3.bucket) for i in inputs or []]
     for run in plan.runs:
         s3.put_json(plan.layout.run_spec(run.run_id), {
             "run_id": run.run_id, "submission_id": plan.submission_id, "job": plan.job, "index": run.index,
             "sweep": run.sweep, "env": run.env, "command": plan.command, "image": image_uri,
             "spec_file": plan.spec_file, "spec": spec.model_dump(mode="json"), "git": git,
             "region": plan.region, "instance_types": spec.resources.instance_types,
-            "max_price": spec.resources.max_price, **backend_fields, "created_at": created,
+            "max_price": spec.resources.max_price, "inputs": staged, "not_recorded": contract.NOT_RECORDED,
+            **backend_fields, **extra, "created_at": created,
         })
         if not s3.exists(plan.layout.status(run.run_id)):
             first = contract.Status(run.run_id, plan.submission_id, plan.job, contract.QUEUED, created_at=created)

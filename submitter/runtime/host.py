@@ -87,6 +87,21 @@ def docker_runtimes() -> dict[str, Any]:
         return {}
 
 
+def versions() -> dict[str, str]:
+    """What a run on this host ran on besides the image, for its status document (`host`) and `diff`: the
+    kernel, the docker engine, and the NVIDIA driver when there is one. Cheap reads; what fails is left out."""
+    import platform
+
+    found = {"kernel": platform.release()}
+    docker = run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+    if docker.code == 0 and docker.out.strip():
+        found["docker_version"] = docker.out.strip()
+    driver = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], timeout=30)
+    if driver.code == 0 and driver.out.strip():
+        found["nvidia_driver"] = driver.out.strip().splitlines()[0]
+    return found
+
+
 def rearm_deadman(minutes: int) -> None:
     """Push the host's power-off back so a long queue is not cut short, while a hung agent still stops."""
     run(["shutdown", "-c"], timeout=30)

@@ -161,6 +161,7 @@ class Agent:
             log.warning("IMDS: %s", exc)
             host.identity.update({"instance_type": "unknown", "availability_zone": "unknown"})
         host.price = spot_price(host)
+        host.identity["host"] = self.host_facts()
         log.info("instance %s (%s in %s), spot price $%.4f/h", self.args.instance_id,
                  host.identity["instance_type"], host.identity["availability_zone"], host.price)
         try:
@@ -173,6 +174,16 @@ class Agent:
         except host_mod.BootError as exc:
             host.boot_error = str(exc)
             log.error("boot failed: %s; every run this worker receives is marked failed", exc)
+
+    def host_facts(self) -> dict[str, str]:
+        """The AMI and versions this host runs (docs/runtime-contract.md, "Reproducing a run")."""
+        facts = host_mod.versions()
+        try:
+            ami = self.host.imds.get("meta-data/ami-id") if self.host.imds else None
+        except IMDS_ERRORS as exc:
+            log.warning("IMDS: %s", exc)
+            ami = None
+        return {"ami_id": ami, **facts} if ami else facts
 
     def report(self, state: str, reason: str) -> None:
         doc = {**self.host.identity, "state": state, "reason": reason, "time": contract.iso(),

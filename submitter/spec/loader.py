@@ -28,6 +28,9 @@ class LoadedSpec:
     dockerfile: Path | None  # None when image.uri is given
     context: Path | None
     local_inputs: dict[str, Path] = field(default_factory=dict)  # source as written -> absolute path
+    # Fields the run records get on top of the usual ones: a rerun's `reproduces`, `overrides` and the original's
+    # `git` (submitter/rerun.py builds such a spec from a run record, without a file).
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def load_many(paths: Sequence[Path]) -> list[LoadedSpec]:

@@ -74,7 +74,7 @@ def _stage(aws: Aws, s3: S3, plan: Plan, image_uri: str, secrets: dict[str, str]
                 staging.submission_doc(plan, image_uri, inputs, secrets, backend="batch", grace_seconds=GRACE_S))
     s3.put_json(plan.layout.batch_runs(plan.submission_id), staging.messages(plan))
     staging.put_runtime(s3, plan)
-    staging.stage_runs(s3, plan, image_uri, contract.iso(), backend="batch")
+    staging.stage_runs(s3, plan, image_uri, contract.iso(), inputs, backend="batch")
     progress.done(f"staged {len(plan.runs)} run(s) for AWS Batch")
     return [i.uri for i in inputs]
 

@@ -36,7 +36,7 @@ def submit(aws: Aws, plan: Plan, pool: PoolPlan, image_uri: str, secrets: dict[s
     ))
     staging.put_runtime(s3, plan)
     created = contract.iso()
-    staging.stage_runs(s3, plan, image_uri, created)
+    staging.stage_runs(s3, plan, image_uri, created, inputs)
     sqs = sqs_api.client(aws)
     queue = pool.queue
     url, _ = sqs_api.ensure_queue(sqs, queue["QueueName"], queue["DeadLetterQueueName"], queue["VisibilityTimeout"],
