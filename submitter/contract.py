@@ -227,6 +227,7 @@ class Layout:
         return self._key("runs", run_id, "logs", METRICS_FILE)
 
     def final_metrics(self, run_id: str) -> str:
+        """The metrics a job writes last as OUTPUT_DIR/metrics.json (train.py does): `compare` and `diff` read it."""
         return self._key("runs", run_id, "outputs", FINAL_METRICS)
 
     # inputs, content-addressed
@@ -236,9 +237,6 @@ class Layout:
     def input_complete(self, digest: str) -> str:
         return self._key("inputs", digest, INPUT_COMPLETE)
 
-    def final_metrics(self, run_id: str) -> str:
-        """The metrics a job writes last as OUTPUT_DIR/metrics.json (train.py does): what `diff` compares."""
-        return self._key("runs", run_id, "outputs", "metrics.json")
 
 
 def staged_digest(layout: Layout, bucket: str, uri: str) -> str | None:

@@ -13,7 +13,8 @@ from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.
 COMMANDS: list[Callable[..., None]] = [
-    submit.submit, rerun_cli.rerun, rerun_cli.diff, tracking.status, tracking.logs, tracking.results, tracking.cancel, tracking.cost, tracking.prices,
+    submit.submit, rerun_cli.rerun, rerun_cli.diff, tracking.status, tracking.logs, tracking.results,
+    tracking.cancel, tracking.cost, tracking.prices,
     compare_cli.compare,
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]
