@@ -218,8 +218,8 @@ def _placements(loaded: LoadedSpec, region: str, lookup: PriceLookup, inputs: mo
     """The pools the group uses (rank.choose), the ones over max_price, and the market's notes."""
     spec = loaded.spec
     if lookup.prices is None:
-        offline = [f"{lookup.note}: no spot prices, placement scores, interruption bands or records of ours were "
-                   "read; the group uses every type in every AZ with a subnet (price-capacity-optimized)"]
+        offline = ["offline: no spot prices, placement scores, interruption bands or records of ours were read; "
+                   "the group uses every type in every AZ with a subnet (price-capacity-optimized)"]
         strategy = {"allocation": rank.PRICE_CAPACITY, "why": "nothing known of the market",
                     "types": list(spec.resources.instance_types), "zones": None, "margin": rank.MARGIN,
                     "high_band_index": rank.HIGH_BAND, "low_score": rank.LOW_SCORE, "reachable_not_kept": []}

@@ -122,7 +122,7 @@ def band_rate(band: Band) -> tuple[float, float]:
     r = -ln(1 - f) / H. AWS does not say how long the counted instances lived: the low end takes the band's low
     share over the whole month (the longest life, the lowest rate), the high end its high share over one day."""
     high = min(band.high, OPEN_BAND_SHARE)
-    return -math.log(1 - band.low) / MONTH_H, -math.log(1 - high) / DAY_H
+    return max(0.0, -math.log(1 - band.low) / MONTH_H), -math.log(1 - high) / DAY_H
 
 
 def observed_rate(observed: Observed) -> tuple[float, float]:
@@ -284,3 +284,15 @@ def for_job(per_pool: list[Expected], runs: int, workers: int) -> dict[str, Any]
         "inputs": {name: f.to_json() for name, f in best.inputs.items()},
         "formula": "docs/decisions.md, Expected cost of a job: per segment of x h, (1/r + D)(e^(r x) - 1) h",
     }
+
+
+REFERENCE_WORK_H = 4.0  # `submitter prices` has no job: it prices a 4-hour run with checkpoints every 30 min
+
+
+def reference_job(gpu: bool) -> JobInputs:
+    """The job `prices` assumes for its expected $/useful-hour: REFERENCE_WORK_H hours of work, checkpoints every
+    CHECKPOINT_ASSUMED_S, the default 3 interruption retries, no max_cost."""
+    job = job_inputs(max_runtime_s=REFERENCE_WORK_H * 3600, runtimes_s=[], checkpoints=True,
+                     checkpoint_interval_s=None, gpu=gpu, retries=3, max_cost=None)
+    return JobInputs(Figure(REFERENCE_WORK_H, f"a reference run of {REFERENCE_WORK_H:.0f} h of work"),
+                     job.checkpoint, job.overhead, job.retries, None)
