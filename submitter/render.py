@@ -49,6 +49,9 @@ def plan(p: Plan) -> None:
         s = p.strategy
         console.print(f"  group: {s.get('allocation')} over {', '.join(s.get('types') or [])} in "
                       f"{', '.join(s.get('zones') or [])}; pools within {s.get('margin', 0):.0%} of the best kept")
+        if s.get("reachable_not_kept"):
+            console.print(f"  the group's types x zones also reach {len(s['reachable_not_kept'])} dropped pool(s): "
+                          "a group spans its types x zones; risky pools are cut out while another kept pool remains")
         for d in placement["dropped"][:8]:
             console.print(f"  dropped {d['instance_type']}/{d['availability_zone']}: {d['reason']}")
         if len(placement["dropped"]) > 8:

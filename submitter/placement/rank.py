@@ -76,14 +76,14 @@ def choose(eligible: list[Placement], retries: int) -> Choice:
     kept = [p for p in pool if _key(p)[0] <= limit + 1e-12]
     dropped += [(p, f"expected cost over {MARGIN:.0%} above the best pool's ({_money(_key(p)[0])} vs "
                     f"{_money(_key(best)[0])} per run at the high end)") for p in pool if p not in kept]
-    kept, dropped, unreachable = _reach(kept, dropped, set(risky))
+    kept, dropped, stuck = _reach(kept, dropped, set(risky))
     types = list(dict.fromkeys(p.instance_type for p in kept))
     zones = sorted({p.availability_zone for p in kept})
     known = any(p.band is not None or p.score is not None or p.observed is not None for p in eligible)
     reachable = sorted(f"{p.instance_type}/{p.availability_zone}" for p, _ in dropped
                        if p.instance_type in types and p.availability_zone in zones)
-    if unreachable:
-        notes.append(f"the group can still launch {', '.join(unreachable)} (dropped): leaving it out would leave no "
+    if stuck:
+        notes.append(f"the group can still launch {', '.join(stuck)} (dropped): leaving it out would leave no "
                      "kept pool")
     strategy = {
         "allocation": PRIORITIZED if known else PRICE_CAPACITY,
@@ -106,21 +106,21 @@ def _reach(kept: list[Placement], dropped: list[tuple[Placement, str]], risky: s
     """A group reaches every kept type in every kept zone: where that includes a risky pool, leave out its type
     or its zone (whichever loses fewer kept pools; never the last one), moving the kept pools it loses to
     dropped. Returns the risky pools that stay reachable because leaving them out would leave nothing."""
-    unreachable: list[str] = []
+    stuck: list[str] = []
     while True:
         types = {p.instance_type for p in kept}
         zones = {p.availability_zone for p in kept}
         inside = [(t, z) for t, z in sorted(risky) if t in types and z in zones
-                  and f"{t}/{z}" not in unreachable]
+                  and f"{t}/{z}" not in stuck]
         if not inside:
-            return kept, dropped, unreachable
+            return kept, dropped, stuck
         t, z = inside[0]
         by_type = [p for p in kept if p.instance_type == t]
         by_zone = [p for p in kept if p.availability_zone == z]
         options = [(len(lost), what, lost) for what, lost in ((f"type {t}", by_type), (f"zone {z}", by_zone))
                    if len(lost) < len(kept)]
         if not options:
-            unreachable.append(f"{t}/{z}")
+            stuck.append(f"{t}/{z}")
             continue
         _, what, lost = min(options, key=lambda o: o[0])
         kept = [p for p in kept if p not in lost]
@@ -129,4 +129,4 @@ def _reach(kept: list[Placement], dropped: list[tuple[Placement, str]], risky: s
 
 
 def _money(value: float) -> str:
-    return "unbounded" if value == float("inf") else f"${value:.2f}"
+    return "unbounded" if value == float("inf") else f"${value:.4f}"
