@@ -12,7 +12,7 @@ from submitter import backends
 from submitter.aws.ec2 import SpotPrice
 from submitter.backends.pool import pool_plan
 from submitter.placement.facts import Band, JobHistory, Market, Observed, PoolFacts
-from submitter.plan import make_plan
+from submitter.plan import Plan, make_plan
 from submitter.settings import Settings
 from submitter.spec import load
 
@@ -41,7 +41,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _plan(project: Path, market: Market):  # type: ignore[no-untyped-def]
+def _plan(project: Path, market: Market) -> Plan:
     return make_plan(load(project / "job.yaml"), Settings(bucket="bkt"), market, now=NOW, token="abc123")
 
 
