@@ -270,7 +270,8 @@ def _expected(spec: JobSpec, region: str, runs: int, kept: list[Placement], inpu
     if not per_pool:
         ebs = pricing.ebs_per_hour(region, spec.resources.volume_gb)
         price = spec.resources.max_price
-        per_pool = [model.expected(price or 0.0, ebs, model.rate_of(None), inputs)]
+        per_pool = [model.expected(price or 0.0, ebs, model.rate_of(None), inputs,
+                                   "resources.max_price: spot prices unknown" if price else "unknown")]
         basis = (f"max_price ${price}/h and an assumed interruption band (spot prices unknown)" if price else
                  "spot prices unknown and no max_price: hours only, no cost")
     result = model.for_job(per_pool, runs, spec.queue.max_workers)

@@ -210,7 +210,8 @@ def segment(x_h: float, rate: float, restart_h: float) -> tuple[float, float]:
     return (1 / rate + restart_h) * failures, failures
 
 
-def expected(price: float, ebs_per_hour: float, rate: Rate, job: JobInputs) -> Expected:
+def expected(price: float, ebs_per_hour: float, rate: Rate, job: JobInputs,
+             price_source: str = "spot price of the pool ($/h)") -> Expected:
     """One run on one pool (price $/h, EBS $/h): the expected hours and cost at both ends of the rate."""
     work = float(job.runtime.value)
     parts = segments(work, job.checkpoint.value)
@@ -237,7 +238,7 @@ def expected(price: float, ebs_per_hour: float, rate: Rate, job: JobInputs) -> E
     elif capped and job.max_cost is not None and h_low * per_hour > job.max_cost:
         unusable = f"even the low end ({h_low * per_hour:.2f} $) is over limits.max_cost ({job.max_cost} $)"
     inputs = {
-        "spot_price": Figure(price, "spot price of the pool ($/h)"),
+        "spot_price": Figure(price, price_source),
         "ebs_per_hour": Figure(round(ebs_per_hour, 5), "gp3 volume of resources.volume_gb ($/h)"),
         "runtime_hours": job.runtime,
         "interruption_rate": Figure([round(rate.low, 6), round(rate.high, 6)], f"per instance-hour; {rate.source}"),
