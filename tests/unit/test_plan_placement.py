@@ -118,4 +118,19 @@ def test_offline_plan_says_no_scores_were_read(project: Path) -> None:
         "c5.large", "m5.large"]
     expected = doc["estimate"]["expected"]
     assert "max_price" in expected["basis"] and expected["cost_high"] > 0
+    assert expected["inputs"]["spot_price"]["source"].startswith("resources.max_price")
     assert doc["estimate"]["total_at_most"] == "unknown"
+
+
+def test_the_human_plan_shows_the_top_pools_and_expected_vs_worst_case(project: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from submitter import render
+
+    render.plan(_plan(project, _market()))
+    out = capsys.readouterr().out
+    assert "pools the group uses, best expected cost first" in out
+    assert "9/10" in out and "<5%" in out and "0 in 3.0 h" in out  # score, band, our record
+    assert "dropped c5.large/us-east-1b: risky: interruption band >20%" in out
+    assert "group: capacity-optimized-prioritized over c5.large, m5.large in us-east-1a" in out
+    assert "cost: at most $" in out and "expected: $" in out
+    assert "runtime_hours: 2.0 (limits.max_runtime" in out
