@@ -334,7 +334,7 @@ def _placement_json(p: Placement) -> dict[str, Any]:
             "band": {"index": p.band.index, "label": p.band.label} if p.band else None,
             "observed": {"interruptions": p.observed.interruptions, "instance_hours": p.observed.instance_hours,
                          "rate": p.observed.rate} if p.observed else None,
-            "expected_cost": {"low": round(e.cost_low, 4), "high": _finite(e.cost_high)} if e else None,
+            "expected_cost": {"low": _finite(e.cost_low), "high": _finite(e.cost_high)} if e else None,
             "expected": e.to_json() if e else None}
 
 

@@ -176,9 +176,17 @@ def _pools_table(title: str, pools: list[dict], expected_column: str) -> Any:
             f"{o['score']}/10" if o.get("score") is not None else "-",
             band["label"] if band else "-",
             f"{ours['interruptions']} in {ours['instance_hours']:.1f} h" if ours else "-",
-            f"{_money(expected['low'])}-{_money(expected['high'])}" if expected else "-",
+            _range(expected),
         )
     return table
+
+
+def _range(expected: dict | None) -> str:
+    """low-high in $, "unbounded" where the expectation has no finite value (JSON null)."""
+    if not expected:
+        return "-"
+    low, high = (_money(expected[k]) if expected[k] is not None else "unbounded" for k in ("low", "high"))
+    return f"{low}-{high}"
 
 
 def _hours(value: object) -> str:

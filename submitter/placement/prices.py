@@ -32,8 +32,7 @@ def rows(market: Market, offers: list[dict[str, Any]], region: str) -> list[dict
             "observed": {"interruptions": observed.interruptions, "instance_hours": observed.instance_hours,
                          "rate": observed.rate} if observed else None,
             "interruption_rate": {"low": round(rate.low, 6), "high": round(rate.high, 6), "source": rate.source},
-            "expected_per_useful_hour": {"low": round(low, 5), "high": None if high == float("inf")
-                                         else round(high, 5)},
+            "expected_per_useful_hour": {"low": _finite(low), "high": _finite(high)},
         })
     return out
 
@@ -42,3 +41,8 @@ def basis() -> str:
     return (f"expected $/useful-hour: a reference run of {model.REFERENCE_WORK_H:.0f} h of work, a checkpoint every "
             f"{model.CHECKPOINT_ASSUMED_S / 60:.0f} min, a {VOLUME_GB} GB volume and the on-paper restart overhead, "
             "billed hours x (spot + EBS) / hours of work (docs/decisions.md, Expected cost of a job)")
+
+
+def _finite(value: float) -> float | None:
+    """Strict JSON: an unbounded expectation is null."""
+    return None if value == float("inf") else round(value, 5)

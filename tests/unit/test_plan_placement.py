@@ -134,3 +134,20 @@ def test_the_human_plan_shows_the_top_pools_and_expected_vs_worst_case(project: 
     assert "group: capacity-optimized-prioritized over c5.large, m5.large in us-east-1a" in out
     assert "cost: at most $" in out and "expected: $" in out
     assert "runtime_hours: 2.0 (limits.max_runtime" in out
+
+
+def test_an_unbounded_expectation_is_null_in_strict_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from submitter import render
+
+    market = _market()
+    # 50 interruptions in one hour of ours: the high end is 50/h; 2 h without checkpoints is e^100: unbounded
+    market.facts[("c5.large", "us-east-1a")] = PoolFacts(9, LOW, Observed(50, 1.0))
+    plan = _plan(project, market)
+    doc = json.loads(json.dumps(plan.to_json(), allow_nan=False))
+    dropped = {(d["instance_type"], d["availability_zone"]): d for d in doc["placement"]["dropped"]}
+    unbounded = dropped[("c5.large", "us-east-1a")]
+    assert unbounded["expected_cost"]["high"] is None and "interruptions per run" in unbounded["reason"]
+    render.plan(plan)
+    assert "dropped c5.large/us-east-1a" in capsys.readouterr().out
