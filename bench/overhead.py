@@ -35,24 +35,25 @@ from bench.image import PASSWORD, Registry, _base  # noqa: E402
 
 TARGET = 0.05
 RUN_S = 3600
-# Published figures and assumptions (seconds, MB, MB/s); the names say where each comes from.
-BOOT_S = 60  # launch -> user-data runs: typical published Linux (Amazon Linux 2023) boot 30-60 s; upper end
-MIN_BILLED_S = 60  # EC2 pricing: Linux instances billed per second with a 60-second minimum
-ECR_MB_S = 80  # in-region ECR pull: c5.large's baseline network is 0.75 Gbps (about 94 MB/s); 80 effective
-S3_MB_S = 80  # in-region S3 upload, the same network bound
-OUTPUTS_MB = 1000  # a 1-hour training run's final outputs and last checkpoint: assume 1 GB
-DRAIN_S = 2 * 20  # runtime/pool.py: EMPTY_RECEIVES_TO_EXIT (2) x RECEIVE_WAIT (20 s) before the worker leaves
-SHUTDOWN_S = 5  # the agent's exit and TerminateInstanceInAutoScalingGroup; billing ends at shutting-down
-# The boot's install step: the ECS-optimized AL2023 AMI has no AWS CLI, so the boot runs `dnf install -y awscli-2`
-# (docs/decisions.md, "Instance AMI"): the repository's metadata (the AMI's build cleaned dnf's cache) and
-# awscli-2 with its python3 dependencies, from the in-region repository. No published figure: assumed 30 s,
-# the upper end of a reasoned 15-30 s; the boot caps it at 3 x 100 s before it gives up.
-INSTALL_S = 30
+# Published figures and assumptions (seconds, MB, MB/s): ONE model, shared with the plan's expected cost
+# (submitter/placement/model.py says where each comes from).
+from submitter.placement.model import AGENT_START_S as AGENT_START_DEFAULT_S  # noqa: E402
+from submitter.placement.model import (  # noqa: E402
+    BOOT_S,
+    DRAIN_S,
+    ECR_MB_S,
+    INSTALL_S,
+    MIN_BILLED_S,
+    OUTPUTS_MB,
+    S3_MB_S,
+    SHUTDOWN_S,
+)
+from submitter.placement.model import IMAGE_MB as _MODEL_IMAGE_MB  # noqa: E402
+
 IMAGES_MB = {  # compressed sizes
     "example image": None,  # measured: the local python:3.11-slim base's layers as the registry stores them
-    "PyTorch CUDA image": 3500,  # assumed: the order of the pytorch/pytorch CUDA runtime tags (3-4 GB)
+    "PyTorch CUDA image": _MODEL_IMAGE_MB["gpu"],  # assumed: the order of the pytorch/pytorch CUDA tags (3-4 GB)
 }
-AGENT_START_DEFAULT_S = 15.0  # when bench/resubmit.py did not run in this process
 
 
 def _pull_rate(blob_mb: int) -> tuple[float, float]:

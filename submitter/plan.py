@@ -18,7 +18,8 @@ from typing import Any
 from submitter import contract, pricing
 from submitter.context import PLATFORM, content_tag, refuse_secret_files
 from submitter.errors import CapacityError, UsageError
-from submitter.placement.facts import Market
+from submitter.placement import model, rank
+from submitter.placement.facts import Band, Market, Observed
 from submitter.settings import Settings
 from submitter.spec import JobSpec, LoadedSpec, Run, expand, submission_id
 
@@ -32,6 +33,10 @@ class Placement:
     availability_zone: str
     spot_price: float
     on_demand: float | None
+    score: int | None = None  # Spot Placement Score (1-10), single-AZ, for the job's target capacity
+    band: Band | None = None  # AWS's interruption band for the type in the region
+    observed: Observed | None = None  # our own interruptions per instance-hour in this pool
+    expected: model.Expected | None = None  # one run here: expected hours and cost (placement/model.py)
 
     @property
     def savings(self) -> float | None:
@@ -60,6 +65,9 @@ class Plan:
     ssh_key: str | None
     loaded: LoadedSpec = field(repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
+    dropped: list[tuple[Placement, str]] = field(default_factory=list)  # under max_price, not used: why
+    strategy: dict[str, Any] = field(default_factory=dict)  # the group's allocation, types, zones (rank.py)
+    market_notes: list[str] = field(default_factory=list)  # where each figure came from, or why it is unknown
 
     @property
     def spec(self) -> JobSpec:
@@ -96,8 +104,11 @@ class Plan:
             "image": self.image,
             "placement": {
                 "candidates": [_placement_json(p) for p in self.placements],
+                "dropped": [{**_placement_json(p), "reason": why} for p, why in self.dropped],
                 "excluded_over_max_price": [_placement_json(p) for p in self.excluded],
+                "strategy": self.strategy,
                 "note": self.price_note,
+                "notes": self.market_notes,
             },
             "tags": self.tags,
             "estimate": self.estimate,
@@ -134,7 +145,8 @@ def make_plan(
     warnings: list[str] = []
     if not settings.bucket:
         warnings.append("no bucket is set: run `submitter init` or set SUBMITTER_BUCKET before submitting")
-    placements, excluded = _placements(loaded, region, lookup)
+    inputs = _job_inputs(spec, lookup)
+    choice, excluded, notes = _placements(loaded, region, lookup, inputs)
     deadline = now + timedelta(seconds=spec.limits.max_runtime + contract.DEADMAN_MARGIN_S)
     tags = {
         contract.TAG_SUBMISSION: submission,
@@ -154,16 +166,20 @@ def make_plan(
         runs=runs,
         command=spec.command,
         image=_image(loaded, settings, region, account),
-        placements=placements,
+        placements=choice.kept,
         excluded=excluded,
         price_note=lookup.note,
         tags=tags,
-        estimate=_estimate(loaded, region, len(runs), placements),
+        estimate={**_estimate(loaded, region, len(runs), choice.kept),
+                  "expected": _expected(spec, region, len(runs), choice.kept, inputs)},
         account=account or "${aws:PrincipalAccount}",
         ecr_repository=settings.ecr_repository,
         ssh_key=settings.ssh_key,
         loaded=loaded,
         warnings=warnings,
+        dropped=choice.dropped,
+        strategy=choice.strategy,
+        market_notes=notes,
     )
 
 
@@ -197,16 +213,29 @@ def _image(loaded: LoadedSpec, settings: Settings, region: str, account: str | N
     }
 
 
-def _placements(loaded: LoadedSpec, region: str, lookup: PriceLookup) -> tuple[list[Placement], list[Placement]]:
+def _placements(loaded: LoadedSpec, region: str, lookup: PriceLookup, inputs: model.JobInputs
+                ) -> tuple[rank.Choice, list[Placement], list[str]]:
+    """The pools the group uses (rank.choose), the ones over max_price, and the market's notes."""
     spec = loaded.spec
     if lookup.prices is None:
-        return [], []
-    offers = [
-        Placement(p.instance_type, p.availability_zone, p.price, pricing.on_demand(region, p.instance_type))
-        for p in lookup.prices
-        if p.instance_type in spec.resources.instance_types
-        and (lookup.zones is None or p.availability_zone in lookup.zones)
-    ]
+        offline = ["offline: no spot prices, placement scores, interruption bands or records of ours were read; "
+                   "the group uses every type in every AZ with a subnet (price-capacity-optimized)"]
+        strategy = {"allocation": rank.PRICE_CAPACITY, "why": "nothing known of the market",
+                    "types": list(spec.resources.instance_types), "zones": None, "margin": rank.MARGIN,
+                    "high_band_index": rank.HIGH_BAND, "low_score": rank.LOW_SCORE, "reachable_not_kept": []}
+        return rank.Choice([], [], strategy), [], offline + list(lookup.notes)
+    ebs = pricing.ebs_per_hour(region, spec.resources.volume_gb)
+    offers = []
+    for p in lookup.prices:
+        if p.instance_type not in spec.resources.instance_types or (
+                lookup.zones is not None and p.availability_zone not in lookup.zones):
+            continue
+        facts = lookup.facts.get((p.instance_type, p.availability_zone))
+        offers.append(Placement(
+            p.instance_type, p.availability_zone, p.price, pricing.on_demand(region, p.instance_type),
+            score=facts.score if facts else None, band=facts.band if facts else None,
+            observed=facts.observed if facts else None,
+            expected=model.expected(p.price, ebs, model.rate_of(facts), inputs)))
     offers.sort(key=lambda p: (p.spot_price, p.instance_type, p.availability_zone))
     cap = spec.resources.max_price
     eligible = [p for p in offers if cap is None or p.spot_price <= cap]
@@ -220,7 +249,37 @@ def _placements(loaded: LoadedSpec, region: str, lookup: PriceLookup) -> tuple[l
             f"max_price ${cap}/h{cheapest}",
             "raise resources.max_price, add instance types, or pick another region (see `submitter prices TYPE`)",
         )
-    return eligible, excluded
+    choice = rank.choose(eligible, spec.retries.on_interruption)
+    return choice, excluded, list(lookup.notes) + choice.notes
+
+
+def _job_inputs(spec: JobSpec, lookup: PriceLookup) -> model.JobInputs:
+    history = lookup.history
+    return model.job_inputs(
+        max_runtime_s=spec.limits.max_runtime, runtimes_s=history.runtimes_s, checkpoints=bool(spec.checkpoints),
+        checkpoint_interval_s=history.checkpoint_interval_s, gpu=uses_gpu(spec),
+        retries=spec.retries.on_interruption, max_cost=spec.limits.max_cost)
+
+
+def _expected(spec: JobSpec, region: str, runs: int, kept: list[Placement], inputs: model.JobInputs
+              ) -> dict[str, Any]:
+    """The expected cost and time of the job next to the worst case: over the kept pools, or at max_price (the
+    assumed band) when no spot price is known."""
+    per_pool = [p.expected for p in kept if p.expected is not None]
+    basis = "the kept pools (the group may launch any of them)"
+    if not per_pool:
+        ebs = pricing.ebs_per_hour(region, spec.resources.volume_gb)
+        price = spec.resources.max_price
+        per_pool = [model.expected(price or 0.0, ebs, model.rate_of(None), inputs,
+                                   "resources.max_price: spot prices unknown" if price else "unknown")]
+        basis = (f"max_price ${price}/h and an assumed interruption band (spot prices unknown)" if price else
+                 "spot prices unknown and no max_price: hours only, no cost")
+    result = model.for_job(per_pool, runs, spec.queue.max_workers)
+    if not kept and not spec.resources.max_price:
+        result.update({"cost_low": None, "cost_high": None})
+        result["per_run"].update({"cost_low": None, "cost_high": None})
+    result["basis"] = basis
+    return result
 
 
 def is_gpu(instance_type: str) -> bool:
@@ -269,8 +328,18 @@ def _capped(value: float, cap: float | None) -> float:
 
 
 def _placement_json(p: Placement) -> dict[str, Any]:
+    e = p.expected
     return {"instance_type": p.instance_type, "availability_zone": p.availability_zone,
-            "spot_price": p.spot_price, "on_demand": p.on_demand, "savings": p.savings}
+            "spot_price": p.spot_price, "on_demand": p.on_demand, "savings": p.savings, "score": p.score,
+            "band": {"index": p.band.index, "label": p.band.label} if p.band else None,
+            "observed": {"interruptions": p.observed.interruptions, "instance_hours": p.observed.instance_hours,
+                         "rate": p.observed.rate} if p.observed else None,
+            "expected_cost": {"low": _finite(e.cost_low), "high": _finite(e.cost_high)} if e else None,
+            "expected": e.to_json() if e else None}
+
+
+def _finite(value: float) -> float | None:
+    return None if value == float("inf") else round(value, 4)
 
 
 def role_name(submission: str) -> str:

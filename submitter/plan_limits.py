@@ -253,10 +253,13 @@ def pool(plan: Plan) -> list[Crossing]:
                          built.job_role["Policy"], limits.IAM_ROLE_INLINE_CHARS, PERMISSIONS_NEXT)
         found += _policy("permissions", f"the trust policy of IAM role {built.job_role['RoleName']}",
                          built.job_role["AssumeRolePolicyDocument"], limits.IAM_TRUST_POLICY_CHARS, PERMISSIONS_NEXT)
-    overrides = built.group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]
-    if len(overrides) > limits.ASG_OVERRIDES:
+    # The spec's list too: the group takes every type of it when the market is unknown (placement/rank.py keeps
+    # fewer when it is known), and a spec must not pass or fail by the day's prices.
+    overrides = max(len(built.group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]),
+                    len(plan.spec.resources.instance_types))
+    if overrides > limits.ASG_OVERRIDES:
         found.append(Crossing("resources.instance_types", limits.Breach(
-            "Auto Scaling group overrides", f"{len(overrides)} instance types; at most {limits.ASG_OVERRIDES}"),
+            "Auto Scaling group overrides", f"{overrides} instance types; at most {limits.ASG_OVERRIDES}"),
             f"list at most {limits.ASG_OVERRIDES} instance types"))
     for spec in built.launch_template["TagSpecifications"]:
         found += _tags(f"launch template tags ({spec['ResourceType']})", {t["Key"]: t["Value"] for t in spec["Tags"]})

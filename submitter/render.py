@@ -39,23 +39,29 @@ def plan(p: Plan) -> None:
         runs.add_row(r.run_id, " ".join(f"{k}={v}" for k, v in r.sweep.items()) or "-", p.run_uri(r.run_id))
     console.print(runs)
 
+    placement = p.to_json()["placement"]
     if p.placements:
-        offers = Table(title=f"spot offers within max_price ({p.price_note})", title_justify="left")
-        for column in ("type", "AZ", "spot $/h", "on-demand $/h", "saving"):
-            offers.add_column(column)
-        for o in p.placements[:8]:
-            offers.add_row(
-                o.instance_type, o.availability_zone, f"{o.spot_price:.4f}",
-                f"{o.on_demand:.4f}" if o.on_demand else "unknown",
-                f"{o.savings:.0%}" if o.savings is not None else "-",
-            )
+        offers = _pools_table(f"pools the group uses, best expected cost first ({p.price_note})",
+                              placement["candidates"][:8], "expected $/run")
         if len(p.placements) > 8:
-            offers.add_row("...", f"{len(p.placements) - 8} more", "", "", "")
+            offers.add_row("...", f"{len(p.placements) - 8} more", *[""] * 6)
         console.print(offers)
+        s = p.strategy
+        console.print(f"  group: {s.get('allocation')} over {', '.join(s.get('types') or [])} in "
+                      f"{', '.join(s.get('zones') or [])}; pools within {s.get('margin', 0):.0%} of the best kept")
+        if s.get("reachable_not_kept"):
+            console.print(f"  the group's types x zones also reach {len(s['reachable_not_kept'])} dropped pool(s): "
+                          "a group spans its types x zones; risky pools are cut out while another kept pool remains")
+        for d in placement["dropped"][:8]:
+            console.print(f"  dropped {d['instance_type']}/{d['availability_zone']}: {d['reason']}")
+        if len(placement["dropped"]) > 8:
+            console.print(f"  ... {len(placement['dropped']) - 8} more dropped (--json lists them)")
         if p.excluded:
             console.print(f"  {len(p.excluded)} offer(s) above max_price left out")
     else:
         console.print(f"  placement: {p.price_note}")
+    for note in p.market_notes:
+        console.print(f"  [dim]{note}[/]")
 
     from submitter import backends
 
@@ -71,6 +77,17 @@ def plan(p: Plan) -> None:
     else:
         line = "  cost: unknown (no spot prices and no max_price)"
     console.print(line)
+    expected = e.get("expected") or {}
+    if expected.get("hours_high") is not None or expected.get("hours_low") is not None:
+        cost = (f"${expected['cost_low']:.2f} to {_money(expected.get('cost_high'), 2)}"
+                if expected.get("cost_low") is not None else "cost unknown")
+        console.print(f"  expected: {cost}, {_hours(expected.get('hours_low'))} to "
+                      f"{_hours(expected.get('hours_high'))} for {expected.get('runs')} run(s) in "
+                      f"{expected.get('waves')} wave(s), counting start, end and restarts, which the worst case "
+                      f"above leaves out; over {expected.get('basis')}")
+        for name, figure in (expected.get("inputs") or {}).items():
+            if name in ("runtime_hours", "interruption_rate", "checkpoint_hours"):
+                console.print(f"    {name}: {figure['value']} ({figure['source']})")
     for w in p.warnings:
         console.print(f"  [yellow]warning:[/] {w}")
     console.print("  dry run: nothing was built or created")
@@ -139,16 +156,44 @@ def costs(report: dict) -> None:
     console.print(f"  {t['basis']}")
 
 
-def prices(offers: list[dict], note: str) -> None:
+def prices(offers: list[dict], note: str, notes: list[str] | None = None) -> None:
+    table = _pools_table(f"spot pools ({note}), cheapest first", offers, "expected $/useful-h")
+    console = _console()
+    console.print(table)
+    for line in notes or []:
+        console.print(f"  {line}")
+
+
+def _pools_table(title: str, pools: list[dict], expected_column: str) -> Any:
+    """One row per pool: the four figures (price, score, band, our record) and the expected cost."""
     from rich.table import Table
 
-    table = Table(title=f"spot prices ({note}), cheapest first", title_justify="left")
-    for column in ("type", "AZ", "spot $/h", "on-demand $/h", "saving"):
+    table = Table(title=title, title_justify="left")
+    for column in ("type", "AZ", "spot $/h", "saving", "score", "band", "ours", expected_column):
         table.add_column(column)
-    for o in offers:
-        table.add_row(o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}",
-                      f"{o['on_demand']:.4f}" if o.get("on_demand") else "unknown", _share(o.get("savings")))
-    _console().print(table)
+    for o in pools:
+        band, ours = o.get("band"), o.get("observed")
+        expected = o.get("expected_cost") or o.get("expected_per_useful_hour")
+        table.add_row(
+            o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}", _share(o.get("savings")),
+            f"{o['score']}/10" if o.get("score") is not None else "-",
+            band["label"] if band else "-",
+            f"{ours['interruptions']} in {ours['instance_hours']:.1f} h" if ours else "-",
+            _range(expected),
+        )
+    return table
+
+
+def _range(expected: dict | None) -> str:
+    """low-high in $, "unbounded" where the expectation has no finite value (JSON null)."""
+    if not expected:
+        return "-"
+    low, high = (_money(expected[k]) if expected[k] is not None else "unbounded" for k in ("low", "high"))
+    return f"{low}-{high}"
+
+
+def _hours(value: object) -> str:
+    return f"{value:.2f} h" if isinstance(value, (int, float)) else "unbounded"
 
 
 def comparison(rows: list[dict], key: tuple[str, str] | None, most: int = 6) -> None:

@@ -171,24 +171,30 @@ def prices(
     types: list[str] = typer.Argument(..., help="Instance types, e.g. g4dn.xlarge."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Live spot price per availability zone, cheapest first."""
+    """Per pool (type x AZ): spot price, placement score, interruption band, our observed rate, expected $/useful-h."""
     from submitter import connect, tracking
-    from submitter.aws import ec2 as ec2_api
     from submitter.errors import CapacityError
+    from submitter.placement import prices as pool_prices
+    from submitter.placement.lookup import market_for
 
     settings = connect.resolve(settings_of(ctx))
-    offers = tracking.prices(ec2_api.spot_prices(ec2_api.client(connect.aws(settings)), types), settings.region)
+    market = market_for(settings, types)
+    if market.prices is None:
+        raise CapacityError(f"prices {' '.join(types)}", market.note,
+                            "set AWS credentials (or start the sandbox: `submitter --sandbox sandbox up`)")
+    offers = pool_prices.rows(market, tracking.prices(market.prices, settings.region), settings.region)
     missing = sorted(set(types) - {o["instance_type"] for o in offers})
     if not offers:
         raise CapacityError(f"prices {' '.join(types)}", f"no spot price in {settings.region} for these types",
                             "check the type names (e.g. g4dn.xlarge), or set SUBMITTER_REGION")
     source = "sandbox price table, NOT LIVE" if settings.sandbox else "live spot price history"
     if as_json:
-        print_json({"region": settings.region, "source": source, "offers": offers, "not_offered": missing})
+        print_json({"region": settings.region, "source": source, "offers": offers, "not_offered": missing,
+                    "notes": market.notes, "basis": pool_prices.basis()})
         return
     from submitter import render
 
-    render.prices(offers, f"{settings.region}, {source}")
+    render.prices(offers, f"{settings.region}, {source}", market.notes + [pool_prices.basis()])
     if missing:
         typer.echo(f"no spot offer for: {', '.join(missing)}")
 

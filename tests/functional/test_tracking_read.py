@@ -260,8 +260,14 @@ def test_prices_cheapest_first_with_on_demand_and_savings(s3: S3, price_table: N
     c5 = [o for o in offers if o["instance_type"] == "c5.large"]
     assert len({o["availability_zone"] for o in c5}) == len(c5) > 1, "one row per AZ"
     assert all(o["on_demand"] == 0.085 and 0 < o["savings"] < 1 for o in c5)
+    for o in offers:  # the four figures (unknown ones null) and the expected $ per useful hour (issue 17)
+        assert {"score", "band", "observed", "interruption_rate"} <= set(o)
+        useful = o["expected_per_useful_hour"]
+        assert o["spot_price"] < useful["low"] <= useful["high"], "overhead and EBS make an hour of work dearer"
+    assert "reference run of 4 h" in out["basis"]
     table = CliRunner().invoke(app, ["prices", "c5.large"])
     assert table.exit_code == 0 and "us-east-1" in table.output and "saving" in table.output
+    assert "expected $/useful-h" in table.output and "band" in table.output
     none = CliRunner().invoke(app, ["prices", "x9.huge"])
     assert none.exit_code == 2 and "no spot price" in none.output
 

@@ -192,8 +192,10 @@ def test_placement_is_cheapest_first_within_max_price(project: Path) -> None:
         SpotPrice("g4dn.xlarge", "us-east-1a", 0.010, NOW),  # not a candidate
     ]
     plan = _plan(project, prices)
-    assert [(p.instance_type, p.availability_zone) for p in plan.placements] == [
-        ("m5.large", "us-east-1b"), ("c5.large", "us-east-1a")]
+    # c5.large in 1a costs 29 % more than the best pool: outside the 20 % margin (placement/rank.py), dropped.
+    assert [(p.instance_type, p.availability_zone) for p in plan.placements] == [("m5.large", "us-east-1b")]
+    assert [(p.instance_type, p.availability_zone) for p, _ in plan.dropped] == [("c5.large", "us-east-1a")]
+    assert "over 20% above the best pool's" in plan.dropped[0][1]
     assert [p.availability_zone for p in plan.excluded] == ["us-east-1c"]
     assert plan.placements[0].on_demand == 0.096 and plan.placements[0].savings == pytest.approx(0.677, abs=1e-3)
     estimate = plan.estimate

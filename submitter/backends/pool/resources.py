@@ -15,7 +15,7 @@ from submitter.plan import Placement, Plan, fit, role_name, uses_gpu
 DATA_DEVICE = "/dev/sdf"
 AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
-SPOT_ALLOCATION = "price-capacity-optimized"  # cheapest pools that are also least likely to be reclaimed
+SPOT_ALLOCATION = "price-capacity-optimized"  # when the plan chose none: cheap pools least likely to be reclaimed
 QUEUE_RETENTION_S = 14 * 86400
 
 
@@ -159,12 +159,13 @@ def launch_template(plan: Plan, names: Names, data: str) -> dict[str, Any]:
 
 def group(plan: Plan, names: Names) -> dict[str, Any]:
     spec, placements = plan.spec, plan.placements
-    # Cheapest candidates first: the order is the preference where the strategy is prioritised.
-    types = list(dict.fromkeys([p.instance_type for p in placements] + spec.resources.instance_types))
+    # The kept pools' types, best expected cost first (placement/rank.py): the order is the preference where the
+    # strategy is prioritised; every type of the spec when nothing is known of the market.
+    types = list(dict.fromkeys([p.instance_type for p in placements])) or list(spec.resources.instance_types)
     distribution: dict[str, Any] = {
         "OnDemandBaseCapacity": 0,
         "OnDemandPercentageAboveBaseCapacity": 0,
-        "SpotAllocationStrategy": SPOT_ALLOCATION,
+        "SpotAllocationStrategy": plan.strategy.get("allocation") or SPOT_ALLOCATION,
     }
     if spec.resources.max_price is not None:
         distribution["SpotMaxPrice"] = f"{spec.resources.max_price:.4f}"
