@@ -47,6 +47,8 @@ DEFAULT_GRACE_S = 90  # SIGTERM -> SIGKILL on a spot notice, cancel or limit
 INPUT_COMPLETE = ".submitter-complete"  # written last under inputs/DIGEST/: the upload is whole
 RUNTIME_ARTEFACT = "runtime.pyz"  # the instance runtime's file name, in S3 and on the host
 SECRETS_ROOT = "/submitter"  # SSM Parameter Store path of every submission's secrets
+CHECKPOINT_MANIFEST_VERSION = 1
+CHECKPOINT_WARN_AFTER_S = 30 * 60  # limits.checkpoint_warn_after's default: no new checkpoint for this long warns
 
 TAG_SUBMISSION = "submitter:submission"
 TAG_JOB = "submitter:job"
@@ -188,6 +190,17 @@ class Layout:
     def checkpoints(self, run_id: str) -> str:
         return self._key("runs", run_id, "checkpoints") + "/"
 
+    def checkpoint_manifests(self, run_id: str) -> str:
+        return self._key("runs", run_id, "checkpoints", "manifests") + "/"
+
+    def checkpoint_manifest(self, run_id: str, number: int) -> str:
+        """Written last by a checkpoint sync: it names only files already whole in S3 (runtime/checkpoints.py)."""
+        return self._key("runs", run_id, "checkpoints", "manifests", f"{number:06d}.json")
+
+    def checkpoint_generation(self, run_id: str, number: int) -> str:
+        """The files a sync uploaded under their own names; a later sync never overwrites a kept generation."""
+        return self._key("runs", run_id, "checkpoints", "generations", f"{number:06d}") + "/"
+
     # inputs, content-addressed
     def input(self, digest: str) -> str:
         return self._key("inputs", digest) + "/"
@@ -285,6 +298,24 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def manifest_number(key: str, checkpoints_prefix: str) -> int | None:
+    """N of the key `manifests/NNNNNN.json` right below the run's checkpoints prefix (Layout.checkpoint_manifest)."""
+    rest = key[len(checkpoints_prefix):] if key.startswith(checkpoints_prefix) else ""
+    folder, _, name = rest.partition("/")
+    if folder != "manifests" or not name.endswith(".json") or not name[:-5].isdigit():
+        return None
+    return int(name[:-5])
+
+
+def generation_number(key: str, checkpoints_prefix: str) -> int | None:
+    """N of a key below `generations/NNNNNN/` of the run's checkpoints prefix (Layout.checkpoint_generation)."""
+    rest = key[len(checkpoints_prefix):] if key.startswith(checkpoints_prefix) else ""
+    parts = rest.split("/", 2)
+    if len(parts) < 3 or parts[0] != "generations" or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
 def queued_runs(doc: dict[str, Any] | None) -> list[str]:

@@ -162,6 +162,7 @@ class Limits(_Model):
     max_runtime: Duration = 8 * 3600.0
     max_cost: float | None = Field(default=None, gt=0)
     stop_grace: Grace = 90.0  # SIGTERM, then SIGKILL after this (spot notice, cancel, limits); a notice may shorten it
+    checkpoint_warn_after: Duration = 30 * 60.0  # with `checkpoints`: the run's status warns after this without one
 
     @field_validator("max_cost", mode="before")
     @classmethod
