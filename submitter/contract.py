@@ -318,6 +318,14 @@ def generation_number(key: str, checkpoints_prefix: str) -> int | None:
     return int(parts[1])
 
 
+def checkpoint_age_s(status: dict[str, Any], now: datetime | None = None) -> int | None:
+    """Seconds since the run's last checkpoint manifest (its status's `checkpoint_at`), None when it has none."""
+    written = parse_iso(status.get("checkpoint_at"))
+    if written is None:
+        return None
+    return max(0, int(((now or datetime.now(timezone.utc)) - written).total_seconds()))
+
+
 def queued_runs(doc: dict[str, Any] | None) -> list[str]:
     """The run ids a `queued` marker lists."""
     return [str(r) for r in (doc or {}).get("runs", [])]

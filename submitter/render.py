@@ -80,7 +80,7 @@ def statuses(states: list[dict]) -> None:
     from rich.table import Table
 
     table = Table()
-    for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost"):
+    for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost", "checkpoint"):
         table.add_column(column)
     for st in states:
         table.add_row(
@@ -93,8 +93,22 @@ def statuses(states: list[dict]) -> None:
             f"{st['price']:.4f}" if isinstance(st.get("price"), (int, float)) else "-",
             _runtime(st),
             f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
+            _checkpoint_age(st),
         )
     _console().print(table)
+    for st in states:
+        for what in ("checkpoint_warning", "checkpoint_note"):
+            if st.get(what) and st.get("state") not in (contract.SUCCEEDED, contract.CANCELLED):
+                _console().print(f"[yellow]{st.get('run_id', '?')}:[/] {st[what]}", markup=True, highlight=False)
+
+
+def _checkpoint_age(st: dict) -> str:
+    """`4m ago` (with `!` when the run warns that the job stopped checkpointing); `-` without a checkpoint."""
+    seconds = st.get("checkpoint_age_s")
+    if not isinstance(seconds, int):
+        return "none !" if st.get("checkpoint_warning") else "-"
+    age = f"{seconds}s" if seconds < 120 else f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
+    return f"{age} ago" + (" !" if st.get("checkpoint_warning") else "")
 
 
 def _runtime(st: dict) -> str:
