@@ -163,6 +163,7 @@ class Checkpoints:
     next_number: int = 1
     note: str | None = None  # said in the status when restore had to fall back or found no manifest
     known: dict[str, tuple[int, int, Entry]] = field(default_factory=dict)  # path -> (size, mtime_ns, entry)
+    links_told: set[str] = field(default_factory=set)  # symbolic links already named in the run's log
 
     @property
     def prefix(self) -> str:
@@ -245,6 +246,7 @@ class Checkpoints:
         previous one stays in force."""
         number = self.next_number
         generation = self.layout.checkpoint_generation(self.run_id, number)
+        files.skip_links(local, self.store.uri(self.prefix), self.links_told)
         names = files.scan(local)[0]
         if not names:
             return None  # an empty directory never supersedes a checkpoint

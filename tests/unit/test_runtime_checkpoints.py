@@ -178,13 +178,15 @@ def test_after_a_sync_only_the_last_two_manifests_and_their_files_are_kept(tmp_p
                            "generations/000004/step"]
 
 
-def test_a_link_in_the_checkpoints_dir_is_never_followed(tmp_path: Path) -> None:
+def test_a_link_in_the_checkpoints_dir_is_never_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = MemoryStore()
     local = tmp_path / "ckpt"
     local.mkdir()
     (tmp_path / "secret").write_bytes(b"host secret")
     (local / "leak").symlink_to(tmp_path / "secret")
-    _synced(store, local, [{"w.pt": b"w"}])
+    with caplog.at_level(logging.WARNING, logger="submitter.runtime"):
+        _synced(store, local, [{"w.pt": b"w"}, {"w.pt": b"w2"}])
+    assert caplog.text.count(f"{local}/leak (links are never followed") == 1  # named once, not every sync
     assert [f["path"] for f in _manifest(store, 1)["files"]] == ["w.pt"]
     assert not any(v == b"host secret" for v in store.objects.values())
 
