@@ -85,7 +85,7 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
             cmd = f.read().split(b"\\0")
     except OSError:
         continue
-    if b"awscli" in b" ".join(cmd[:3]) and any(wanted in part for part in cmd):
+    if cmd[1:3] == [b"-m", b"awscli"] and any(wanted in part for part in cmd):  # the CLI (images.py), not us
         os.kill(int(pid), signal.SIGKILL)
         killed.append(pid)
 print(" ".join(killed))
