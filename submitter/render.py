@@ -96,10 +96,13 @@ def statuses(states: list[dict]) -> None:
             _checkpoint_age(st),
         )
     _console().print(table)
-    for st in states:
+    from rich.markup import escape
+
+    for st in states:  # the note may quote a file name the job chose: escaped, never taken for markup
         for what in ("checkpoint_warning", "checkpoint_note"):
             if st.get(what) and st.get("state") not in (contract.SUCCEEDED, contract.CANCELLED):
-                _console().print(f"[yellow]{st.get('run_id', '?')}:[/] {st[what]}", markup=True, highlight=False)
+                _console().print(f"[yellow]{escape(str(st.get('run_id', '?')))}:[/] {escape(str(st[what]))}",
+                                 highlight=False)
 
 
 def _checkpoint_age(st: dict) -> str:
