@@ -1,7 +1,7 @@
 """Issue 18 end to end: checkpoint integrity and staleness in the sandbox.
 
 One run, three attempts on one worker (retries.on_failure): attempt 1 checkpoints `generation-1` and fails, so
-its final sync writes manifest 1; attempt 2 writes `generation-2` (many files, the state file last) and fails,
+its final sync writes manifest 1; attempt 2 writes `generation-2` (its state file, then many weight files) and fails,
 and the test kills the `aws s3 cp` of that final sync mid-way inside the simulated host: the sync is cut off, no
 manifest 2 is written; attempt 3 must resume from manifest 1, then stops checkpointing long enough for the
 stale warning (limits.checkpoint_warn_after: 1m) to show in its status, `status` and the agent log (once).
@@ -28,7 +28,8 @@ import os, pathlib, sys, time
 ck = pathlib.Path(os.environ["SUBMITTER_CHECKPOINT_DIR"])
 attempt = int(os.environ["SUBMITTER_ATTEMPT"])
 state = ck / "state.txt"
-print("attempt", attempt, "restored:", state.read_text() if state.exists() else "nothing", flush=True)
+print("attempt", attempt, "restored:", state.read_text() if state.exists() else "nothing",
+      "files:", sorted(p.name for p in ck.iterdir()), flush=True)
 
 def save(name, data):
     tmp = ck / (".tmp-" + name)
@@ -39,9 +40,11 @@ if attempt == 1:
     save("state.txt", b"generation-1")
     sys.exit(3)
 if attempt == 2:
+    # state.txt sorts before the weights, so it is uploaded first: a sync cut off after it would, without a
+    # manifest, resume generation 2's state with generation 1's weights (or some of generation 2's)
+    save("state.txt", b"generation-2")
     for i in range({PADS}):
-        save("pad-%02d.bin" % i, os.urandom(256 * 1024))
-    save("state.txt", b"generation-2")  # sorted last: uploaded after every pad
+        save("weights-%02d.bin" % i, os.urandom(256 * 1024))
     sys.exit(3)
 time.sleep(110)  # attempt 3: no new checkpoint from here on
 print("done", flush=True)
@@ -159,7 +162,9 @@ def test_a_sync_cut_off_mid_upload_resumes_from_the_previous_manifest_and_a_quie
     assert (_get(sandbox, manifest1["files"][0]["key"]) or b"") == b"generation-1"
     log = _log(sandbox, run)
     assert "attempt 2 restored: generation-1" in log, log
-    assert "attempt 3 restored: generation-1" in log, log  # not the torn generation 2
+    # not the torn generation 2, whose state.txt and first weights are in S3
+    assert "attempt 3 restored: generation-1 files: ['state.txt']" in log, log
+    assert ckpt + "generations/000002/state.txt" in keys, keys
     agent = (_get(sandbox, f"submitter/runs/{run}/logs/agent.log") or b"").decode()
     assert "checkpoint sync cut off, no manifest written" in agent and "manifest 1 stays in force" in agent, agent
     assert agent.count("checkpoints restored from manifest 1 (attempt 1") == 2, agent
