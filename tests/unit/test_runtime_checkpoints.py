@@ -210,3 +210,37 @@ def test_manifest_keys_are_only_the_runs_own(tmp_path: Path) -> None:
     assert contract.generation_number(LAYOUT.checkpoint_generation(RUN, 7) + "a/b", PREFIX) == 7
     assert contract.generation_number(PREFIX + "checkpoint.json", PREFIX) is None
     assert json.loads(json.dumps(ck.Manifest(1, 1, "t", ()).to_json()))["version"] == 1
+
+
+def test_an_attempt_warns_in_its_status_fields_and_says_it_once_in_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from submitter.runtime.lifecycle import Attempt, Host, Process, Settlement
+
+    class Dirs(Process):
+        def __init__(self, root: Path) -> None:
+            self.data_dir, self.outputs_dir = root / "data", root / "outputs"
+            self.checkpoints_dir, self.logs_dir = root / "checkpoints", root / "logs"
+
+    store = MemoryStore()
+    sub = {"submission_id": "s", "checkpoints": "/checkpoints", "checkpoint_warn_after": 60}
+    attempt = Attempt(Host(store, LAYOUT, sub, {}), {"run_id": RUN}, contract.Status(run_id=RUN), Dirs(tmp_path),
+                      Settlement())
+    _write(attempt.process.checkpoints_dir, {"w.pt": b"w"})
+    attempt.started_wall = time.time() - 30
+    assert attempt.checkpoint_fields() == {"checkpoint_at": None, "checkpoint_note": None, "checkpoint_warning": None}
+    attempt.checkpoint_fields()
+    old = time.time() - 200
+    os.utime(attempt.process.checkpoints_dir / "w.pt", (old, old))
+    attempt.started_wall = old
+    with caplog.at_level(logging.WARNING, logger="submitter.runtime"):
+        first, second = attempt.checkpoint_fields(), attempt.checkpoint_fields()
+    assert first["checkpoint_warning"].startswith("no new checkpoint for 3 min (limits.checkpoint_warn_after is 1 min)")
+    assert second == first and caplog.text.count("no new checkpoint for") == 1
+    (attempt.process.checkpoints_dir / "w2.pt").write_bytes(b"new")  # a new checkpoint clears it
+    assert attempt.checkpoint_fields()["checkpoint_warning"] is None
+    attempt.sync_checkpoints()
+    assert attempt.checkpoint_fields(stale=False)["checkpoint_at"] == _manifest(store, 1)["written_at"]
+    assert Attempt(Host(store, LAYOUT, {**sub, "checkpoints": None}, {}), {"run_id": RUN}, contract.Status(RUN),
+                   Dirs(tmp_path), Settlement()).checkpoint_fields() == {}
