@@ -54,6 +54,8 @@ METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS = "metrics.json"  # the job's final metrics, in its outputs directory (optional)
 METRICS_CAP = 4 * 1024 * 1024
 TIMELINE_MAX = 50  # the status document's `timeline` keeps this many of the latest attempts
+CHECKPOINT_MANIFEST_VERSION = 1
+CHECKPOINT_WARN_AFTER_S = 30 * 60  # limits.checkpoint_warn_after's default: no new checkpoint for this long warns
 
 TAG_SUBMISSION = "submitter:submission"
 TAG_JOB = "submitter:job"
@@ -230,6 +232,17 @@ class Layout:
         """The metrics a job writes last as OUTPUT_DIR/metrics.json (train.py does): `compare` and `diff` read it."""
         return self._key("runs", run_id, "outputs", FINAL_METRICS)
 
+    def checkpoint_manifests(self, run_id: str) -> str:
+        return self._key("runs", run_id, "checkpoints", "manifests") + "/"
+
+    def checkpoint_manifest(self, run_id: str, number: int) -> str:
+        """Written last by a checkpoint sync: it names only files already whole in S3 (runtime/checkpoints.py)."""
+        return self._key("runs", run_id, "checkpoints", "manifests", f"{number:06d}.json")
+
+    def checkpoint_generation(self, run_id: str, number: int) -> str:
+        """The files a sync uploaded under their own names; a later sync never overwrites a kept generation."""
+        return self._key("runs", run_id, "checkpoints", "generations", f"{number:06d}") + "/"
+
     # inputs, content-addressed
     def input(self, digest: str) -> str:
         return self._key("inputs", digest) + "/"
@@ -348,6 +361,32 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def manifest_number(key: str, checkpoints_prefix: str) -> int | None:
+    """N of the key `manifests/NNNNNN.json` right below the run's checkpoints prefix (Layout.checkpoint_manifest)."""
+    rest = key[len(checkpoints_prefix):] if key.startswith(checkpoints_prefix) else ""
+    folder, _, name = rest.partition("/")
+    if folder != "manifests" or not name.endswith(".json") or not name[:-5].isdigit():
+        return None
+    return int(name[:-5])
+
+
+def generation_number(key: str, checkpoints_prefix: str) -> int | None:
+    """N of a key below `generations/NNNNNN/` of the run's checkpoints prefix (Layout.checkpoint_generation)."""
+    rest = key[len(checkpoints_prefix):] if key.startswith(checkpoints_prefix) else ""
+    parts = rest.split("/", 2)
+    if len(parts) < 3 or parts[0] != "generations" or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def checkpoint_age_s(status: dict[str, Any], now: datetime | None = None) -> int | None:
+    """Seconds since the run's last checkpoint manifest (its status's `checkpoint_at`), None when it has none."""
+    written = parse_iso(status.get("checkpoint_at"))
+    if written is None:
+        return None
+    return max(0, int(((now or datetime.now(timezone.utc)) - written).total_seconds()))
 
 
 def queued_runs(doc: dict[str, Any] | None) -> list[str]:

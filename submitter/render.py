@@ -97,7 +97,7 @@ def statuses(states: list[dict]) -> None:
     from rich.table import Table
 
     table = Table()
-    for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost"):
+    for column in ("run", "state", "instance", "AZ/type", "$/h", "runtime", "cost", "checkpoint"):
         table.add_column(column)
     from submitter import keep
 
@@ -113,8 +113,25 @@ def statuses(states: list[dict]) -> None:
             f"{st['price']:.4f}" if isinstance(st.get("price"), (int, float)) else "-",
             _runtime(st),
             f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
+            _checkpoint_age(st),
         )
     _console().print(table)
+    from rich.markup import escape
+
+    for st in states:  # the note may quote a file name the job chose: escaped, never taken for markup
+        for what in ("checkpoint_warning", "checkpoint_note"):
+            if st.get(what) and st.get("state") not in (contract.SUCCEEDED, contract.CANCELLED):
+                _console().print(f"[yellow]{escape(str(st.get('run_id', '?')))}:[/] {escape(str(st[what]))}",
+                                 highlight=False)
+
+
+def _checkpoint_age(st: dict) -> str:
+    """`4m ago` (with `!` when the run warns that the job stopped checkpointing); `-` without a checkpoint."""
+    seconds = st.get("checkpoint_age_s")
+    if not isinstance(seconds, int):
+        return "none !" if st.get("checkpoint_warning") else "-"
+    age = f"{seconds}s" if seconds < 120 else f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
+    return f"{age} ago" + (" !" if st.get("checkpoint_warning") else "")
 
 
 def _runtime(st: dict) -> str:

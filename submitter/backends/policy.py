@@ -10,7 +10,8 @@ from submitter import contract
 from submitter.plan import Plan
 
 VERSION = "2012-10-17"
-STORAGE = ("OwnObjectsRead", "OwnRunWrites", "StagedInputs", "ListOwnPrefixes")  # the S3 statements, first
+# the S3 statements, first
+STORAGE = ("OwnObjectsRead", "OwnRunWrites", "PruneOwnCheckpoints", "StagedInputs", "ListOwnPrefixes")
 
 
 def run_patterns(plan: Plan) -> list[str]:
@@ -65,6 +66,14 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Effect": "Allow",
             "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
             "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in writable],
+        },
+        {
+            # Checkpoint generations no kept manifest names are deleted after each sync (runtime/checkpoints.py);
+            # nothing else a run wrote is ever deleted by the runtime.
+            "Sid": "PruneOwnCheckpoints",
+            "Effect": "Allow",
+            "Action": ["s3:DeleteObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{layout.checkpoints(r)}*" for r in runs],
         },
         {
             "Sid": "ListOwnPrefixes",

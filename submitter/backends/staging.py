@@ -156,6 +156,7 @@ def submission_doc(plan: Plan, image_uri: str, inputs: list[StagedInput], secret
         "gpus": spec.resources.gpus,
         "max_runtime": spec.limits.max_runtime,
         "max_cost": spec.limits.max_cost,
+        "checkpoint_warn_after": spec.limits.checkpoint_warn_after,
         "retries": spec.retries.model_dump(),
         "inputs": [i.document() for i in inputs],
         "secrets": {"names": sorted(secrets), "ssm_prefix": contract.secrets_prefix(plan.submission_id)},

@@ -22,6 +22,7 @@ def status(
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
     from submitter import tracking
+    from submitter.contract import checkpoint_age_s
 
     if target:
         ids.target(target)
@@ -37,6 +38,10 @@ def status(
 
         states = [st for st in states if st.get("state") not in tracking.TERMINAL  # and runs kept now (docs/keep.md)
                   or contract.kept_window(contract.Status.from_json(st))] or states
+    for st in states:  # derived, like the table's column: how old the run's last complete checkpoint is
+        age = checkpoint_age_s(st)
+        if age is not None:
+            st["checkpoint_age_s"] = age
     if as_json:
         print_json({"runs": states})
         return

@@ -18,6 +18,7 @@ from typing import Any
 from submitter import contract
 from submitter.contract import Layout, Status
 from submitter.runtime import files, rules
+from submitter.runtime.checkpoints import Checkpoints, newest_mtime, stale_warning
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
 from submitter.runtime.logs import LogShipper, RunLog
@@ -158,7 +159,9 @@ class Attempt:
         self.run_log: RunLog | None = None
         self.sync: threading.Thread | None = None
         self.sync_lock = threading.Lock()
-        self.synced: dict[str, tuple[int, int]] = {}
+        self.checkpoints = Checkpoints(self.store, self.layout, self.run_id)
+        self.checkpoint_warned = False  # the stale warning is said in the log once per attempt
+        self.started_wall = 0.0  # time.time() the command started: no checkpoint yet counts from here
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
         self.kept = False  # the process is kept for inspection instead of cleaned up (Host.keep)
 
@@ -214,9 +217,7 @@ class Attempt:
             self.host.restored.add((uri, target))
             log.info("input %s restored to %s (%d file(s))", uri, target, count)
         if self.sub.get("checkpoints"):
-            count = self.store.download(self.layout.uri(self.store.bucket, self.layout.checkpoints(self.run_id)),
-                                        self.process.checkpoints_dir, "dir")
-            log.info("checkpoints restored: %d file(s)", count)
+            self.checkpoints.restore(self.process.checkpoints_dir)
         container_log = self.process.logs_dir / "container.log"
         if not self.store.fetch(self.layout.container_log(self.run_id), container_log):
             container_log.write_bytes(b"")
@@ -231,9 +232,10 @@ class Attempt:
         secrets = self.store.secrets(names, str(self.sub["secrets"]["ssm_prefix"])) if names else {}
         env = rules.container_env(self.sub, self.run, self.status.attempt, self.process.metrics_file)
         self.process.start(env, secrets)
-        self.started = time.monotonic()
+        self.started, self.started_wall = time.monotonic(), time.time()
         now = contract.iso()
-        self.status = self.status.evolve(contract.RUNNING, started_at=now, heartbeat_at=now)
+        self.status = self.status.evolve(contract.RUNNING, started_at=now, heartbeat_at=now,
+                                         checkpoint_warning=None, **self.checkpoint_fields(stale=False))
         self.write_status()
         log.info("run %s: %s started (env %s)", self.run_id, self.process.noun, ", ".join(sorted(env)))
 
@@ -263,7 +265,8 @@ class Attempt:
                 self.shipper.ship()
                 if now - last_heartbeat >= contract.HEARTBEAT_EVERY_S:
                     last_heartbeat = now
-                    self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost())
+                    self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost(),
+                                                     **self.checkpoint_fields())
                     self.write_status()
                     if self.metrics is not None:  # after the heartbeat: a failed upload must not hold it back
                         self.metrics.ship()
@@ -306,10 +309,27 @@ class Attempt:
     def sync_checkpoints(self) -> None:
         with self.sync_lock:
             try:
-                self.store.upload_tree(self.process.checkpoints_dir, self.layout.checkpoints(self.run_id),
-                                       self.synced)
+                self.checkpoints.sync(self.process.checkpoints_dir, self.status.attempt)
             except Exception as exc:  # the next sync, or the final one, picks up what this one missed
-                log.warning("checkpoint sync: %s", exc)
+                current = self.checkpoints.current
+                log.warning("checkpoint sync cut off, no manifest written (%s); %s stays in force", exc,
+                            f"manifest {current.number}" if current else "no checkpoint")
+
+    def checkpoint_fields(self, stale: bool = True) -> dict[str, Any]:
+        """The status fields on checkpoints: the last manifest's time, a restore's note, the stale warning."""
+        if not self.sub.get("checkpoints"):
+            return {}
+        current = self.checkpoints.current
+        fields: dict[str, Any] = {"checkpoint_at": current.written_at if current else None,
+                                  "checkpoint_note": self.checkpoints.note}
+        if stale:
+            last = max(newest_mtime(self.process.checkpoints_dir) or 0.0, self.started_wall)
+            after = float(self.sub.get("checkpoint_warn_after") or contract.CHECKPOINT_WARN_AFTER_S)
+            fields["checkpoint_warning"] = warning = stale_warning(last, time.time(), after)
+            if warning and not self.checkpoint_warned:
+                self.checkpoint_warned = True
+                log.warning("run %s: %s", self.run_id, warning)
+        return fields
 
     def stop(self) -> None:
         grace = rules.stop_timeout(int(self.sub.get("grace_seconds") or contract.DEFAULT_GRACE_S), self.action_time,
@@ -333,6 +353,7 @@ class Attempt:
             fields.update(kept)
         fields.update({k: v for k, v in self.host.identity.items() if getattr(self.status, k, None) is None
                        and k not in self.status.extra})
+        fields.update(self.checkpoint_fields(stale=False))
         now = contract.iso()
         if self.begun:
             fields["timeline"] = rules.timeline_end(self.status, ending, now)

@@ -53,6 +53,10 @@ class Store:
     def upload_file(self, path: Path, key: str) -> None:
         self.put_bytes(key, path.read_bytes())
 
+    def delete(self, key: str) -> None:
+        """Delete one object (the instance role may delete only below its runs' checkpoints)."""
+        raise NotImplementedError
+
     def download(self, uri: str, dest: Path, kind: str) -> int:
         """s3://bucket/key (kind file) or s3://bucket/prefix/ (kind dir) to `dest`; returns the files there."""
         raise NotImplementedError
@@ -190,6 +194,9 @@ class CliStore(Store):
 
     def upload_file(self, path: Path, key: str) -> None:
         self.aws("s3", "cp", "--only-show-errors", str(path), self.uri(key))
+
+    def delete(self, key: str) -> None:
+        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
 
     def download(self, uri: str, dest: Path, kind: str) -> int:
         if kind == "file":

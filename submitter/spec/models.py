@@ -166,6 +166,7 @@ class Limits(_Model):
     # A failed run's instance, volume and stopped container stay this long for `submitter ssh` (pool backend only;
     # docs/keep.md); the window counts against max_cost and max_runtime.
     keep_on_failure: KeepWindow = 0.0
+    checkpoint_warn_after: Duration = 30 * 60.0  # with `checkpoints`: the run's status warns after this without one
 
     @field_validator("max_cost", mode="before")
     @classmethod

@@ -169,7 +169,7 @@ def test_one_instance_works_through_the_queue_and_terminates(sandbox: Any, image
     assert bad["state"] == "failed" and bad["exit_code"] == 3 and bad["reason"] == "exit code 3", bad
     for run_id in staged.run_ids:
         keys = staged.keys(staged.layout.run(run_id))
-        for expected in ("outputs/metrics.json", "outputs/model.json", "checkpoints/checkpoint.json",
+        for expected in ("outputs/metrics.json", "outputs/model.json", "checkpoints/manifests/000001.json",
                          "logs/container.log", "logs/agent.log", "logs/chunks/000000.log"):
             assert staged.layout.run(run_id) + expected in keys, (expected, keys)
     metrics = json.loads(staged.text(staged.layout.outputs(staged.run_ids[0]) + "metrics.json") or "{}")

@@ -30,6 +30,9 @@ class MemoryStore(Store):
     def exists(self, key: str) -> bool:
         return key in self.objects
 
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
     def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
 

@@ -225,9 +225,12 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     assert statements["LeaveOwnGroup"]["Resource"][0].endswith(f"autoScalingGroupName/submitter-{sub}")
     wildcard = [s["Sid"] for s in policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
-    no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"]
-                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))]
+    no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"] if s["Sid"] != "PruneOwnCheckpoints"
+                           and a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))]
     assert no_writes_elsewhere == []
+    # the only delete: old checkpoint generations of its own runs (runtime/checkpoints.py prunes them)
+    assert statements["PruneOwnCheckpoints"]["Action"] == ["s3:DeleteObject"]
+    assert statements["PruneOwnCheckpoints"]["Resource"] == [f"arn:aws:s3:::bkt/submitter/runs/{sub}-?/checkpoints/*"]
 
 
 def test_names_are_deterministic_and_fit_aws_limits() -> None:

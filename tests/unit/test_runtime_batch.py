@@ -70,6 +70,11 @@ def test_an_array_child_runs_its_run_and_leaves_the_pool_layout(tmp_path: Path) 
     assert chunks and b"".join(store.objects[k] for k in chunks) == log
     assert store.json(L.outputs(run) + "metrics.json") == {"acc": 0.9}
     assert store.json(L.checkpoints(run) + "step.txt") == 7
+    # restored as an older version left it (no manifest), then synced at the end with a manifest
+    manifest = store.json(L.checkpoint_manifest(run, 1))
+    assert [(f["path"], f["size"]) for f in manifest["files"]] == [("step.txt", 1)] and manifest["attempt"] == 1
+    assert status["checkpoint_at"] == manifest["written_at"] and "older version" in status["checkpoint_note"]
+    assert "checkpoint_warning" not in status
     assert b"command exited with 0" in (store.get_bytes(L.agent_log(run)) or b"")
     assert not store.exists(L.status(f"{SUB}-0"))  # the other child's run is not touched
 
