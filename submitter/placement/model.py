@@ -232,9 +232,10 @@ def expected(price: float, ebs_per_hour: float, rate: Rate, job: JobInputs,
     if job.max_cost is not None:
         cost_low, cost_high = min(cost_low, job.max_cost), min(cost_high, job.max_cost)
     unusable = None
-    if n_low > job.retries:
-        unusable = (f"expects {_count(n_low)} interruptions per run even at the low rate, more than "
-                    f"retries.on_interruption ({job.retries}) allows: the run would most likely fail")
+    if exhausts_retries(n_low, job.retries):
+        unusable = (f"expects {_count(n_low)} interruptions per run even at the low rate: more than "
+                    f"retries.on_interruption ({job.retries}) is the likelier outcome, so the run would most likely "
+                    f"fail")
     elif capped and job.max_cost is not None and h_low * per_hour > job.max_cost:
         unusable = f"even the low end ({h_low * per_hour:.2f} $) is over limits.max_cost ({job.max_cost} $)"
     inputs = {
@@ -254,11 +255,24 @@ def _count(n: float) -> str:
     return "countless" if math.isinf(n) else f"{n:.1f}"
 
 
+def exhausts_retries(mean: float, retries: int) -> bool:
+    """More than `retries` interruptions is the likelier outcome when they come as a Poisson process with this
+    mean per run: P(N > retries) > 1/2. (A mean just above `retries` is not enough: with retries 0 any pool has
+    a mean above 0, yet a run with a 1 % chance of one interruption will most likely finish.)"""
+    if math.isinf(mean) or math.isnan(mean):
+        return True
+    term = total = math.exp(-mean)
+    for k in range(1, retries + 1):
+        term *= mean / k
+        total += term
+    return 1.0 - total > 0.5
+
+
 def at_risk_of_retries(e: Expected, retries: int) -> str | None:
     """Why the pool may exhaust the run's interruption retries at the high end, or None."""
-    if e.interruptions_high > retries:
-        return (f"expects up to {_count(e.interruptions_high)} interruptions per run, more than "
-                f"retries.on_interruption ({retries})")
+    if exhausts_retries(e.interruptions_high, retries):
+        return (f"expects up to {_count(e.interruptions_high)} interruptions per run: at that rate more than "
+                f"retries.on_interruption ({retries}) is the likelier outcome")
     return None
 
 

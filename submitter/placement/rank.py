@@ -110,8 +110,9 @@ def _reach(kept: list[Placement], dropped: list[tuple[Placement, str]], risky: s
     while True:
         types = {p.instance_type for p in kept}
         zones = {p.availability_zone for p in kept}
+        chosen = {(p.instance_type, p.availability_zone) for p in kept}  # all risky: kept anyway, not cut
         inside = [(t, z) for t, z in sorted(risky) if t in types and z in zones
-                  and f"{t}/{z}" not in stuck]
+                  and (t, z) not in chosen and f"{t}/{z}" not in stuck]
         if not inside:
             return kept, dropped, stuck
         t, z = inside[0]

@@ -83,3 +83,23 @@ def test_nothing_known_keeps_aws_price_capacity_strategy() -> None:
     choice = rank.choose(unknown, retries=3)
     assert choice.strategy["allocation"] == rank.PRICE_CAPACITY
     assert _names(choice.kept) == ["c5.large/a", "c5.large/b"]
+
+
+def test_when_every_pool_is_risky_none_of_them_is_cut_out_of_the_group() -> None:
+    # all four risky (band >20%): all kept and ranked; no zone or type is left out for a kept pool's sake
+    pools = [_pool(t, z, price, band=HIGH) for t, z, price in
+             (("c5.large", "a", 0.05), ("c5.large", "b", 0.051), ("m5.large", "a", 0.052), ("m5.large", "b", 0.053))]
+    choice = rank.choose(pools, retries=3)
+    assert sorted(_names(choice.kept)) == ["c5.large/a", "c5.large/b", "m5.large/a", "m5.large/b"]
+    assert choice.dropped == []
+    assert choice.strategy["zones"] == ["a", "b"] and set(choice.strategy["types"]) == {"c5.large", "m5.large"}
+
+
+def test_retries_are_exhausted_when_that_is_the_likelier_outcome() -> None:
+    # Poisson with mean n: P(N > 0) = 1 - e^-n, over 1/2 from n = ln 2 = 0.693
+    assert not model.exhausts_retries(0.01, 0) and not model.exhausts_retries(0.69, 0)
+    assert model.exhausts_retries(0.70, 0)
+    # P(N > 3) = 1 - e^-n (1 + n + n^2/2 + n^3/6): n = 3.68 gives 1 - 0.025223 x 19.757 = 0.502; n = 3.6 gives
+    # 1 - 0.027324 x 18.856 = 0.485
+    assert model.exhausts_retries(3.68, 3) and not model.exhausts_retries(3.6, 3)
+    assert model.exhausts_retries(float("inf"), 20)
