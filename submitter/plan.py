@@ -60,6 +60,7 @@ class Plan:
     ssh_key: str | None
     loaded: LoadedSpec = field(repr=False, compare=False)
     warnings: list[str] = field(default_factory=list)
+    budget: float | None = None  # SUBMITTER_BUDGET (USD a month): the workers stop taking runs at it
 
     @property
     def spec(self) -> JobSpec:
@@ -162,6 +163,7 @@ def make_plan(
         account=account or "${aws:PrincipalAccount}",
         ecr_repository=settings.ecr_repository,
         ssh_key=settings.ssh_key,
+        budget=settings.budget,
         loaded=loaded,
         warnings=warnings,
     )

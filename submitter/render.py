@@ -146,3 +146,27 @@ def prices(offers: list[dict], note: str) -> None:
         table.add_row(o["instance_type"], o["availability_zone"], f"{o['spot_price']:.4f}",
                       f"{o['on_demand']:.4f}" if o.get("on_demand") else "unknown", _share(o.get("savings")))
     _console().print(table)
+
+
+def month(report: dict) -> None:
+    """`submitter cost --month`: the month's spend per submission, against SUBMITTER_BUDGET."""
+    from rich.table import Table
+
+    table = Table(title=f"ledger of {report['month']} (UTC)", title_justify="left")
+    for column in ("submission", "runs", "attempts", "cost"):
+        table.add_column(column)
+    for r in report["submissions"]:
+        table.add_row(r["submission_id"], str(r["runs"]), str(r["attempts"]), _money(r["cost"]))
+    console = _console()
+    if report["submissions"]:
+        console.print(table)
+    console.print(month_line(report))
+    console.print(f"  {report['basis']}")
+
+
+def month_line(report: dict) -> str:
+    spent = f"{report['month']}: ${report['spent']:.4f} spent"
+    if report.get("budget") is None:
+        return f"{spent}; no budget (SUBMITTER_BUDGET is not set)"
+    state = "REACHED: workers take no new runs" if report["reached"] else f"${report['remaining']:.4f} remaining"
+    return f"{spent} of the ${report['budget']:.2f} budget ({report['spent'] / report['budget']:.0%}); {state}"

@@ -29,6 +29,8 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_SANDBOX_PORT", "45660", "first of the sandbox's three loopback ports (AWS API, registry, control)"),
     ("SUBMITTER_DEBUG", "0", "1: show tracebacks (same as --debug)"),
     ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environments' maximum vCPUs"),
+    ("SUBMITTER_BUDGET", "(none: no budget)", "USD per calendar month (UTC) for every run in the bucket and prefix: "
+     "`submit` refuses past it, workers stop taking runs at it"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -54,6 +56,7 @@ class Settings:
     sandbox_port: int = 45660
     debug: bool = False
     batch_max_vcpus: int = 256
+    budget: float | None = None  # SUBMITTER_BUDGET, USD per calendar month; None: no budget
 
     @property
     def sandbox_dir(self) -> Path:
@@ -105,6 +108,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
             "SUBMITTER_BATCH_MAX_VCPUS", f"{max_vcpus!r} is not a whole number of vCPUs from 1 to 100000",
             "set SUBMITTER_BATCH_MAX_VCPUS=256 (the most vCPUs the Batch compute environment may run at once)",
         )
+    budget = _budget(get("SUBMITTER_BUDGET"))
     return Settings(
         region=region,
         profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
@@ -118,7 +122,22 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         sandbox_port=int(port),
         debug=_flag(values, "SUBMITTER_DEBUG"),
         batch_max_vcpus=int(max_vcpus),
+        budget=budget,
     )
+
+
+def _budget(raw: str | None) -> float | None:
+    """SUBMITTER_BUDGET as USD: a positive amount, `$` and thousands separators allowed."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.replace("$", "").replace(",", "").strip())
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise SettingsError("SUBMITTER_BUDGET", f"{raw!r} is not an amount of US dollars above 0",
+                            "set e.g. SUBMITTER_BUDGET=500 (USD per calendar month), or unset it for no budget")
+    return value
 
 
 def _prefix(raw: str) -> str:

@@ -20,6 +20,7 @@ from submitter.contract import Layout, Status
 from submitter.runtime import files, rules
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.ledger import Ledger
 from submitter.runtime.logs import LogShipper, RunLog
 from submitter.runtime.rules import Ending
 from submitter.runtime.store import Store
@@ -141,6 +142,7 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
+        self.ledger: Ledger | None = None  # this attempt's entry in the spend ledger, once its command started
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -212,6 +214,9 @@ class Attempt:
         now = contract.iso()
         self.status = self.status.evolve(contract.RUNNING, started_at=now, heartbeat_at=now)
         self.write_status()
+        self.ledger = Ledger(self.store, self.layout, self.run_id, self.status.attempt,
+                             {"price": self.host.price, **self.host.identity})
+        self.ledger.record(0.0)
         log.info("run %s: %s started (env %s)", self.run_id, self.process.noun, ", ".join(sorted(env)))
 
     # ------------------------------------------------------------------------------------ while it runs
@@ -242,6 +247,8 @@ class Attempt:
                     last_heartbeat = now
                     self.status = self.status.evolve(contract.RUNNING, heartbeat_at=contract.iso(), cost=self.cost())
                     self.write_status()
+                if self.ledger is not None and self.ledger.due():
+                    self.ledger.record(self.cost() - self.base_cost)
             except Exception as exc:  # an S3 hiccup: the next tick tries again
                 log.warning("run %s: %s", self.run_id, exc)
             if self.sub.get("checkpoints") and now - last_sync >= CHECKPOINT_EVERY and not (
@@ -314,6 +321,8 @@ class Attempt:
             # Before the final status: whoever waits for it may remove the role at once (`submit --wait`).
             self.run_log.upload()
         self.write_status()
+        if self.ledger is not None:  # before the run is settled: the next run's budget check counts it
+            self.ledger.record(self.cost() - self.base_cost, final=True)
         self.final = (state, action)
         self.settlement.settle(state, action)
         self.host.handled.append({"run_id": self.run_id, "state": state})

@@ -42,6 +42,10 @@ class Store:
     def keys(self, prefix: str) -> list[str]:
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        """Remove object `key` (only the ledger's own entries are ever removed: runtime/ledger.py)."""
+        raise NotImplementedError
+
     def fetch(self, key: str, path: Path) -> bool:
         """Object `key` into file `path`; False (and no file) when there is no such object."""
         data = self.get_bytes(key)
@@ -172,6 +176,9 @@ class CliStore(Store):
     def keys(self, prefix: str) -> list[str]:
         answer = parse_json(self.aws("s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", prefix).out)
         return [str(item["Key"]) for item in answer.get("Contents") or []]
+
+    def delete(self, key: str) -> None:
+        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
 
     def fetch(self, key: str, path: Path) -> bool:
         return self.aws("s3", "cp", "--only-show-errors", self.uri(key), str(path), check=False).code == 0

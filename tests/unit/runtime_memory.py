@@ -33,6 +33,9 @@ class MemoryStore(Store):
     def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
     def download(self, uri: str, dest: Path, kind: str) -> int:
         key = uri.split("/", 3)[3]
         found = {k: v for k, v in self.objects.items() if k.startswith(key)}

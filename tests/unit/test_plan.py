@@ -224,8 +224,12 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     wildcard = [s["Sid"] for s in policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
     no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"]
-                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))]
+                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))
+                           and s["Sid"] != "OwnLedgerRenewals"]
     assert no_writes_elsewhere == []
+    # The one delete: a run's own older ledger entry, as an attempt renews it (runtime/ledger.py).
+    assert statements["OwnLedgerRenewals"]["Action"] == ["s3:DeleteObject"]
+    assert statements["OwnLedgerRenewals"]["Resource"] == [f"arn:aws:s3:::bkt/submitter/ledger/*/{sub}-?/attempt-*"]
 
 
 def test_names_are_deterministic_and_fit_aws_limits() -> None:
