@@ -49,12 +49,12 @@ class Check:
 
     def describe(self) -> str:
         """One line for the plan and for `submit`'s refusal."""
-        this = f"${self.this:.4f}" if self.this is not None else "unbounded"
+        this = contract.usd(self.this) if self.this is not None else "unbounded"
         if self.spent is None:
-            return (f"budget: ${self.budget:.2f} for {self.month}; this submission {this} ({self.basis}); "
+            return (f"budget: {contract.usd(self.budget)} for {self.month}; this submission {this} ({self.basis}); "
                     "the month's spend was not read (a dry run reads nothing from the bucket)")
-        return (f"budget: ${self.budget:.2f} for {self.month}; spent ${self.spent:.4f}, remaining "
-                f"${self.remaining:.4f}; this submission {this} ({self.basis})")
+        return (f"budget: {contract.usd(self.budget)} for {self.month}; spent {contract.usd(self.spent)}, remaining "
+                f"{contract.usd(self.budget - self.spent)}; this submission {this} ({self.basis})")
 
 
 def figure(plan: Plan, mode: str) -> tuple[float | None, str]:

@@ -246,9 +246,14 @@ def ledger_total(prefix: str, keys: Iterable[str]) -> float:
     return round(sum(ledger_attempts(prefix, keys).values()), 6)
 
 
+def usd(value: float) -> str:
+    """An amount as the budget's messages show it: cents from $10, else to 1/100 of a cent ($0.0019)."""
+    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:.4f}"
+
+
 def budget_reason(spent: float, budget: float, month: str) -> str:
     """Why a worker takes no more runs: the status reason of the runs it leaves."""
-    return (f"monthly budget reached: ${spent:.4f} recorded in {month} against SUBMITTER_BUDGET ${budget:.2f}; "
+    return (f"monthly budget reached: {usd(spent)} recorded in {month} against SUBMITTER_BUDGET {usd(budget)}; "
             "not started")
 
 

@@ -165,8 +165,10 @@ def month(report: dict) -> None:
 
 
 def month_line(report: dict) -> str:
-    spent = f"{report['month']}: ${report['spent']:.4f} spent"
+    from submitter.contract import usd
+
+    spent = f"{report['month']}: {usd(report['spent'])} spent"
     if report.get("budget") is None:
         return f"{spent}; no budget (SUBMITTER_BUDGET is not set)"
-    state = "REACHED: workers take no new runs" if report["reached"] else f"${report['remaining']:.4f} remaining"
-    return f"{spent} of the ${report['budget']:.2f} budget ({report['spent'] / report['budget']:.0%}); {state}"
+    state = "REACHED: workers take no new runs" if report["reached"] else f"{usd(report['remaining'])} remaining"
+    return f"{spent} of the {usd(report['budget'])} budget ({report['spent'] / report['budget']:.0%}); {state}"

@@ -322,7 +322,7 @@ class Attempt:
             self.run_log.upload()
         self.write_status()
         if self.ledger is not None:  # before the run is settled: the next run's budget check counts it
-            self.ledger.record(self.cost() - self.base_cost, final=True)
+            self.ledger.record(float(self.status.cost or 0.0) - self.base_cost, final=True)
         self.final = (state, action)
         self.settlement.settle(state, action)
         self.host.handled.append({"run_id": self.run_id, "state": state})
