@@ -159,6 +159,8 @@ class Agent:
         queue is drained (exit 0: no replacement is started). A run another worker holds is finished there."""
         host = self.host
         log.warning("%s: this worker takes no more runs", reason)
+        # Said at once: once the last run has ended, `submit --wait` may remove the group, and this host with it.
+        self.report(contract.DRAINED, reason)
         empty = 0
         while empty < EMPTY_RECEIVES_TO_EXIT:
             messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)

@@ -98,8 +98,8 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
     assert runs[1].get("started_at") is None and runs[1].get("attempt", 0) == 0, "the second run never started"
     # The worker said why it left, and left the group for good: no replacement was launched.
     s3, bucket, layout = sandbox_clients("s3"), sandbox["bucket"], contract.Layout("submitter")
-    reports = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=layout.instances(submission))
-               .get("Contents", [])]
+    reports = sandbox.wait_for(lambda: [o["Key"] for o in s3.list_objects_v2(
+        Bucket=bucket, Prefix=layout.instances(submission)).get("Contents", [])], 120, "the worker's report")
     assert len(reports) == 1, reports
     report = json.loads(s3.get_object(Bucket=bucket, Key=reports[0])["Body"].read())
     assert report["state"] == contract.DRAINED and "monthly budget reached" in report["reason"], report
