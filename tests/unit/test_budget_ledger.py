@@ -143,9 +143,10 @@ def test_a_worker_at_the_budget_ends_the_queued_runs_with_the_reason_and_leaves_
 
 def _batch(tmp_path: Path, budget_usd: float | None) -> tuple[MemoryStore, Wrapper]:
     store = MemoryStore()
-    sub = {"submission_id": SUB, "job": "exp1", "command": [sys.executable, "-c", "import time; time.sleep(0.5)"],
-           "volume_mount": str(tmp_path / "data"), "outputs": None, "checkpoints": None, "max_runtime": 600,
-           "retries": {"on_interruption": 0, "on_failure": 0}, "inputs": [], "secrets": {"names": []}}
+    sub: dict[str, Any] = {
+        "submission_id": SUB, "job": "exp1", "command": [sys.executable, "-c", "import time; time.sleep(0.5)"],
+        "volume_mount": str(tmp_path / "data"), "outputs": None, "checkpoints": None, "max_runtime": 600,
+        "retries": {"on_interruption": 0, "on_failure": 0}, "inputs": [], "secrets": {"names": []}}
     if budget_usd is not None:
         sub["budget"] = {"usd": budget_usd}
     store.put_json(L.submission_doc(SUB), sub)
