@@ -317,12 +317,12 @@ class Attempt:
             self.status.exit_code = ending.exit_code
         log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
                  action)
+        if self.ledger is not None:  # like the log, before the final status: the role may go with it
+            self.ledger.record(float(self.status.cost or 0.0) - self.base_cost, final=True)
         if self.run_log is not None:
             # Before the final status: whoever waits for it may remove the role at once (`submit --wait`).
             self.run_log.upload()
         self.write_status()
-        if self.ledger is not None:  # before the run is settled: the next run's budget check counts it
-            self.ledger.record(float(self.status.cost or 0.0) - self.base_cost, final=True)
         self.final = (state, action)
         self.settlement.settle(state, action)
         self.host.handled.append({"run_id": self.run_id, "state": state})
