@@ -78,7 +78,7 @@ def submit(
     aws = connect.aws(settings)
     view = progress.for_stream(as_json=as_json)
     submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission, backend,
-                               budget_mode)
+                               budget_mode=budget_mode)
     summary = [{"submission_id": s.plan.submission_id, "job": s.plan.job, "image": s.image_uri,
                 "runs": [r.run_id for r in s.plan.runs], **s.image_facts} for s in submitted]
     if as_json and not (wait or follow):
