@@ -141,8 +141,20 @@ def test_a_worker_at_the_budget_ends_the_queued_runs_with_the_reason_and_leaves_
     assert [r["run_id"] for r in report["runs"]] == [f"{SUB}-0", f"{SUB}-1", f"{SUB}-2"]
 
 
-def _batch(tmp_path: Path, budget_usd: float | None) -> tuple[MemoryStore, Wrapper]:
-    store = MemoryStore()
+class RecordingStore(MemoryStore):
+    """Remembers every write in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: list[tuple[str, bytes]] = []
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "text/plain") -> None:
+        self.puts.append((key, bytes(data)))
+        super().put_bytes(key, data, content_type)
+
+
+def _batch(tmp_path: Path, budget_usd: float | None) -> tuple[RecordingStore, Wrapper]:
+    store = RecordingStore()
     sub: dict[str, Any] = {
         "submission_id": SUB, "job": "exp1", "command": [sys.executable, "-c", "import time; time.sleep(0.5)"],
         "volume_mount": str(tmp_path / "data"), "outputs": None, "checkpoints": None, "max_runtime": 600,
@@ -165,6 +177,11 @@ def test_a_batch_attempt_books_its_cost_and_a_batch_job_at_the_budget_starts_not
     (key,) = store.keys(L.ledgers)
     assert store.json(key)["final"] is True and store.json(key)["cost"] == pytest.approx(status["cost"], abs=1e-6)
     assert status["cost"] >= 0.005  # half a second at a cent a second
+
+    # The final entry is booked before the final status: `submit --wait` may remove the role once it sees that.
+    final_entry = max(i for i, (k, _) in enumerate(store.puts) if k.startswith(L.ledgers))
+    final_status = max(i for i, (k, _) in enumerate(store.puts) if k == L.status(SUB))
+    assert final_entry < final_status and b'"final": true' in store.puts[final_entry][1]
 
     store2, wrapper2 = _batch(tmp_path / "2", budget_usd=0.001)
     store2.objects.update({k: v for k, v in store.objects.items() if k.startswith(L.ledgers)})
