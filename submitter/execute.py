@@ -59,10 +59,12 @@ def submit(
     engine: Callable[[], Any],
     submission: str | None = None,
     backend: str | None = None,
+    budget_mode: str = "worst",
 ) -> list[Submitted]:
     """Validate everything that can fail on the user's side first, then build, and hand each plan to its backend.
 
-    `backend` (pool | batch) overrides each spec's resources.backend."""
+    `backend` (pool | batch) overrides each spec's resources.backend; `budget_mode` (worst | expected) is what
+    the monthly budget counts of the new submissions."""
     from submitter import image as image_mod
 
     if backend is not None:
@@ -83,6 +85,12 @@ def submit(
         plan_limits.check(plan)  # and AWS's limits on what it will create
         plan_limits.check_secret_values(secrets)
         planned.append((plan, secrets))
+    if settings.budget is not None:  # the month's ledger against SUBMITTER_BUDGET, before anything is built
+        from submitter import budget as budget_mod
+
+        month = contract.month_of()
+        spent = budget_mod.month_spend(S3.connect(aws, settings.bucket), contract.Layout(settings.prefix), month)
+        budget_mod.refuse(budget_mod.check(settings.budget, [p for p, _ in planned], budget_mode, spent))
     # Every image before any launch: a failing build of the second spec must not leave the first running.
     from submitter.aws.ecr import TokenCache
 

@@ -68,6 +68,7 @@ class Plan:
     dropped: list[tuple[Placement, str]] = field(default_factory=list)  # under max_price, not used: why
     strategy: dict[str, Any] = field(default_factory=dict)  # the group's allocation, types, zones (rank.py)
     market_notes: list[str] = field(default_factory=list)  # where each figure came from, or why it is unknown
+    budget: float | None = None  # SUBMITTER_BUDGET (USD a month): the workers stop taking runs at it
 
     @property
     def spec(self) -> JobSpec:
@@ -175,6 +176,7 @@ def make_plan(
         account=account or "${aws:PrincipalAccount}",
         ecr_repository=settings.ecr_repository,
         ssh_key=settings.ssh_key,
+        budget=settings.budget,
         loaded=loaded,
         warnings=warnings,
         dropped=choice.dropped,

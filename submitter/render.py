@@ -248,3 +248,29 @@ def _metric(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
     return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def month(report: dict) -> None:
+    """`submitter cost --month`: the month's spend per submission, against SUBMITTER_BUDGET."""
+    from rich.table import Table
+
+    table = Table(title=f"ledger of {report['month']} (UTC)", title_justify="left")
+    for column in ("submission", "runs", "attempts", "cost"):
+        table.add_column(column)
+    for r in report["submissions"]:
+        table.add_row(r["submission_id"], str(r["runs"]), str(r["attempts"]), _money(r["cost"]))
+    console = _console()
+    if report["submissions"]:
+        console.print(table)
+    console.print(month_line(report))
+    console.print(f"  {report['basis']}")
+
+
+def month_line(report: dict) -> str:
+    from submitter.contract import usd
+
+    spent = f"{report['month']}: {usd(report['spent'])} spent"
+    if report.get("budget") is None:
+        return f"{spent}; no budget (SUBMITTER_BUDGET is not set)"
+    state = "REACHED: workers take no new runs" if report["reached"] else f"{usd(report['remaining'])} remaining"
+    return f"{spent} of the {usd(report['budget'])} budget ({report['spent'] / report['budget']:.0%}); {state}"

@@ -31,6 +31,8 @@ REFERENCE: list[tuple[str, str, str]] = [
     ("SUBMITTER_BATCH_MAX_VCPUS", "256", "AWS Batch backend: the spot compute environments' maximum vCPUs"),
     ("SUBMITTER_SPOT_ADVISOR_URL", "AWS's Spot Instance Advisor data (the sandbox: its own copy)",
      "where the interruption-frequency bands are read from (https, or this machine)"),
+    ("SUBMITTER_BUDGET", "(none: no budget)", "USD per calendar month (UTC) for every run in the bucket and prefix: "
+     "`submit` refuses past it, workers stop taking runs at it"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -57,6 +59,7 @@ class Settings:
     debug: bool = False
     batch_max_vcpus: int = 256
     spot_advisor_url: str | None = None  # None: AWS's document (placement/advisor.py), or the sandbox's copy
+    budget: float | None = None  # SUBMITTER_BUDGET, USD per calendar month; None: no budget
 
     @property
     def sandbox_dir(self) -> Path:
@@ -108,6 +111,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
             "SUBMITTER_BATCH_MAX_VCPUS", f"{max_vcpus!r} is not a whole number of vCPUs from 1 to 100000",
             "set SUBMITTER_BATCH_MAX_VCPUS=256 (the most vCPUs the Batch compute environment may run at once)",
         )
+    budget = _budget(get("SUBMITTER_BUDGET"))
     return Settings(
         region=region,
         profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
@@ -122,6 +126,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         debug=_flag(values, "SUBMITTER_DEBUG"),
         batch_max_vcpus=int(max_vcpus),
         spot_advisor_url=_advisor_url(get("SUBMITTER_SPOT_ADVISOR_URL")),
+        budget=budget,
     )
 
 
@@ -130,6 +135,20 @@ def _advisor_url(url: str | None) -> str | None:
         raise SettingsError("SUBMITTER_SPOT_ADVISOR_URL", f"{url!r} is neither an https URL nor this machine",
                             "unset it (AWS's Spot Instance Advisor data is used) or give an https:// URL")
     return url
+
+
+def _budget(raw: str | None) -> float | None:
+    """SUBMITTER_BUDGET as USD: a positive amount, `$` and thousands separators allowed."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.replace("$", "").replace(",", "").strip())
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise SettingsError("SUBMITTER_BUDGET", f"{raw!r} is not an amount of US dollars above 0",
+                            "set e.g. SUBMITTER_BUDGET=500 (USD per calendar month), or unset it for no budget")
+    return value
 
 
 def _prefix(raw: str) -> str:

@@ -53,6 +53,11 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
     writable = [key for r in runs for key in (
         layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*")]
     writable.append(layout.instances(sub) + "*")
+    # The spend ledger: each run books its own attempts (written, and an attempt's older entry removed), and
+    # reads the whole month by listing it, never by reading an entry: the one deliberate widening beyond the
+    # submission (docs/decisions.md, "The monthly budget"). The month is not known before the run starts.
+    ledger = [f"{layout.ledgers}*/{r}/attempt-*" for r in runs]
+    writable += ledger
     staged = [prefix + "*" for prefix in staged_prefixes(plan, inputs)]
     statements: list[dict[str, Any]] = [
         {
@@ -80,7 +85,7 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Effect": "Allow",
             "Action": ["s3:ListBucket"],
             "Resource": [f"arn:aws:s3:::{bucket}"],
-            "Condition": {"StringLike": {"s3:prefix": [*readable, *staged]}},
+            "Condition": {"StringLike": {"s3:prefix": [*readable, *staged, layout.ledgers + "*"]}},
         },
         {
             "Sid": "ReadSpotPrice",
@@ -96,6 +101,12 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Action": ["s3:GetObject"],
             "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in staged],
         })
+    statements.append({
+        "Sid": "OwnLedgerRenewals",
+        "Effect": "Allow",
+        "Action": ["s3:DeleteObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in ledger],
+    })
     if plan.spec.secrets:
         statements.append({
             "Sid": "OwnSecrets",

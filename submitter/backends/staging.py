@@ -160,6 +160,7 @@ def submission_doc(plan: Plan, image_uri: str, inputs: list[StagedInput], secret
         "retries": spec.retries.model_dump(),
         "inputs": [i.document() for i in inputs],
         "secrets": {"names": sorted(secrets), "ssm_prefix": contract.secrets_prefix(plan.submission_id)},
+        **({"budget": {"usd": plan.budget}} if plan.budget is not None else {}),  # runtime/ledger.py reads it
         **backend_fields,
     }
 

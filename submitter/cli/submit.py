@@ -29,6 +29,9 @@ def submit(
     keep_on_failure: str = typer.Option(None, "--keep-on-failure", metavar="DURATION",
                                         help="Keep a failed run's instance this long (e.g. 20m) for `submitter ssh`; "
                                         "overrides limits.keep_on_failure; 0 keeps nothing. Pool backend only."),
+    budget_mode: str = typer.Option("worst", "--budget-mode", help="What SUBMITTER_BUDGET counts of this "
+                                    "submission: worst (every run to its limits) or expected (the expected cost's "
+                                    "upper end, where the plan estimates one)."),
 ) -> None:
     """Submit one or more job specs: build, push, stage, launch spot workers."""
     from submitter import connect
@@ -37,6 +40,10 @@ def submit(
 
     if submission is not None:
         ids.submission(submission)
+    if budget_mode not in ("worst", "expected"):
+        from submitter.errors import UsageError
+
+        raise UsageError("--budget-mode", f"{budget_mode!r} is not a budget mode", "use worst or expected")
     settings = connect.resolve(settings_of(ctx))
     if ssh_key:
         from dataclasses import replace
@@ -58,20 +65,28 @@ def submit(
                                     backend=backend) for s in specs]
         for p in plans:
             plan_limits.check(p)  # the refusal a real submit would meet, before anything is created
+        budget = None
+        if settings.budget is not None:  # offline: the check without the month's spend
+            from submitter import budget as budget_mod
+
+            budget = budget_mod.check(settings.budget, plans, budget_mode, None)
         if as_json:
-            shown = [backends.dry_run(p) for p in plans]
+            shown = [{**backends.dry_run(p), **({"budget": budget.to_json()} if budget else {})} for p in plans]
             print_json(shown[0] if len(shown) == 1 else shown)
         else:
             from submitter import render
 
             for p in plans:
                 render.plan(p)
+            if budget is not None:
+                typer.echo(budget.describe())
         return
     from submitter import execute, image, progress
 
     aws = connect.aws(settings)
     view = progress.for_stream(as_json=as_json)
-    submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission, backend)
+    submitted = execute.submit(aws, settings, specs, os.environ, Path.cwd(), view, image.engine, submission, backend,
+                               budget_mode=budget_mode)
     summary = [{"submission_id": s.plan.submission_id, "job": s.plan.job, "image": s.image_uri,
                 "runs": [r.run_id for r in s.plan.runs], **s.image_facts} for s in submitted]
     if as_json and not (wait or follow):

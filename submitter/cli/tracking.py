@@ -139,9 +139,12 @@ def cost(
     ctx: typer.Context,
     target: str = typer.Argument(None, help="SUBMISSION (or RUN, JOB) id; default: submissions since --since."),
     since: str = typer.Option(None, "--since", help="DATE (YYYY-MM-DD, UTC); default: the last 7 days."),
+    month: str = typer.Option(None, "--month", help="YYYY-MM (UTC): that month's ledger against SUBMITTER_BUDGET, "
+                              "per submission."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """What runs cost: spot price history x runtime, plus EBS; savings against on-demand."""
+    """What runs cost: spot price history x runtime, plus EBS; savings against on-demand. Without a SUBMISSION,
+    also this month's ledger against SUBMITTER_BUDGET."""
     from datetime import datetime, timedelta, timezone
 
     from submitter import connect, tracking
@@ -150,6 +153,8 @@ def cost(
 
     if target and since:
         raise UsageError("submitter cost", "give a SUBMISSION or --since, not both", "drop one of them")
+    if month is not None:
+        return _month(ctx, month, bool(target or since), as_json)
     try:
         start = (datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=timezone.utc) if since
                  else datetime.now(timezone.utc) - timedelta(days=7))
@@ -163,12 +168,36 @@ def cost(
     ec2 = ec2_api.client(connect.aws(settings))
     report = tracking.costs(s3, where, run_ids, lambda t, az, lo, hi: ec2_api.price_history(ec2, t, az, lo, hi),
                             settings.region)
+    if not target:  # the month so far against the budget, under the period's table
+        from submitter import budget, contract
+
+        report["month"] = budget.month_report(s3, where.layout, contract.month_of(), settings.budget)
     if as_json:
         print_json(report)
         return
     from submitter import render
 
     render.costs(report)
+    if "month" in report:
+        typer.echo(render.month_line(report["month"]))
+
+
+def _month(ctx: typer.Context, month: str, other: bool, as_json: bool) -> None:
+    from submitter import budget, contract
+    from submitter.errors import UsageError
+
+    if other:
+        raise UsageError("submitter cost", "give --month alone (not with a SUBMISSION or --since)", "drop one")
+    if not contract.is_month(month):
+        raise UsageError("--month", f"{month!r} is not a month", "use YYYY-MM, e.g. --month 2026-11")
+    settings, s3, where = _tracking(ctx)
+    report = budget.month_report(s3, where.layout, month, settings.budget)
+    if as_json:
+        print_json(report)
+        return
+    from submitter import render
+
+    render.month(report)
 
 
 def prices(

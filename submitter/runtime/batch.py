@@ -16,6 +16,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
+from submitter.runtime import ledger
 from submitter.runtime.imds import IMDS_ERRORS, Imds
 from submitter.runtime.lifecycle import Attempt, Host, Process, Settlement, read_status
 from submitter.runtime.pool import spot_price
@@ -176,6 +177,11 @@ class Wrapper:
             return 0 if status.state == contract.SUCCEEDED else 1
         log.info("run %s: Batch job %s, attempt %s", run["run_id"], self.environ.get("AWS_BATCH_JOB_ID", "?"),
                  self.environ.get("AWS_BATCH_JOB_ATTEMPT", "?"))
+        over = ledger.reached(host.store, layout, host.sub)
+        if over:  # the month's spend reached the budget: this job starts nothing, and is not retried
+            log.warning("run %s: %s", run["run_id"], over)
+            ledger.leave(host.store, layout, host.sub, str(run["run_id"]), over)
+            return 1
         process = ChildProcess(host.sub, self.work, self.environ)
         self.attempt = Attempt(host, run, status, process, self.settlement)
         self.attempt.execute()

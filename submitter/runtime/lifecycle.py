@@ -21,6 +21,7 @@ from submitter.runtime import files, rules
 from submitter.runtime.checkpoints import Checkpoints, newest_mtime, stale_warning
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.ledger import Ledger
 from submitter.runtime.logs import LogShipper, RunLog
 from submitter.runtime.metrics import MetricsShipper
 from submitter.runtime.rules import Ending
@@ -164,6 +165,7 @@ class Attempt:
         self.started_wall = 0.0  # time.time() the command started: no checkpoint yet counts from here
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
         self.kept = False  # the process is kept for inspection instead of cleaned up (Host.keep)
+        self.ledger: Ledger | None = None  # this attempt's entry in the spend ledger, once its command started
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -237,6 +239,9 @@ class Attempt:
         self.status = self.status.evolve(contract.RUNNING, started_at=now, heartbeat_at=now,
                                          checkpoint_warning=None, **self.checkpoint_fields(stale=False))
         self.write_status()
+        self.ledger = Ledger(self.store, self.layout, self.run_id, self.status.attempt,
+                             {"price": self.host.price, **self.host.identity})
+        self.ledger.record(0.0)
         log.info("run %s: %s started (env %s)", self.run_id, self.process.noun, ", ".join(sorted(env)))
 
     # ------------------------------------------------------------------------------------ while it runs
@@ -270,6 +275,8 @@ class Attempt:
                     self.write_status()
                     if self.metrics is not None:  # after the heartbeat: a failed upload must not hold it back
                         self.metrics.ship()
+                if self.ledger is not None and self.ledger.due():
+                    self.ledger.record(self.cost() - self.base_cost)
             except Exception as exc:  # an S3 hiccup: the next tick tries again
                 log.warning("run %s: %s", self.run_id, exc)
             if self.sub.get("checkpoints") and now - last_sync >= CHECKPOINT_EVERY and not (
@@ -362,6 +369,8 @@ class Attempt:
             self.status.exit_code = ending.exit_code
         log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
                  action)
+        if self.ledger is not None:  # like the log, before the final status: the role may go with it
+            self.ledger.record(float(self.status.cost or 0.0) - self.base_cost, final=True)
         if self.run_log is not None:
             # Before the final status: whoever waits for it may remove the role at once (`submit --wait`).
             self.run_log.upload()

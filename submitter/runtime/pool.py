@@ -13,7 +13,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
-from submitter.runtime import credentials
+from submitter.runtime import credentials, ledger
 from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
@@ -128,6 +128,9 @@ class Agent:
         host.group = str(self.args.group)
         empty = 0
         while empty < EMPTY_RECEIVES_TO_EXIT and not host.stopping:
+            over = ledger.reached(host.store, host.layout, host.sub)  # before every run this worker takes
+            if over:
+                return self.wind_down(over)
             messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)
             if not messages:
                 empty += 1
@@ -184,6 +187,31 @@ class Agent:
             log.warning("IMDS: %s", exc)
             ami = None
         return {"ami_id": ami, **facts} if ami else facts
+    def wind_down(self, reason: str) -> int:
+        """The month's spend reached the budget: start no run. The runs still queued end `cancelled` with
+        `reason` (visible in `status`, and `submit --wait` ends), and the worker leaves the group as when the
+        queue is drained (exit 0: no replacement is started). A run another worker holds is finished there."""
+        host = self.host
+        log.warning("%s: this worker takes no more runs", reason)
+        # Said at once: once the last run has ended, `submit --wait` may remove the group, and this host with it.
+        self.report(contract.DRAINED, reason)
+        empty = 0
+        while empty < EMPTY_RECEIVES_TO_EXIT:
+            messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)
+            if not messages:
+                empty += 1
+                continue
+            empty = 0
+            try:
+                run_id = str(json.loads(messages[0]["Body"])["run_id"])
+                if contract.is_run_of(run_id, str(self.args.submission)):
+                    state = ledger.leave(host.store, host.layout, host.sub, run_id, reason)
+                    host.handled.append({"run_id": run_id, "state": state})
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("dropping a message that names no run (%s)", exc)
+            host.store.delete_message(self.queue_url, str(messages[0]["ReceiptHandle"]))
+        self.report(contract.DRAINED, reason)
+        return 0
 
     def report(self, state: str, reason: str) -> None:
         doc = {**self.host.identity, "state": state, "reason": reason, "time": contract.iso(),

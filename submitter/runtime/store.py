@@ -42,6 +42,11 @@ class Store:
     def keys(self, prefix: str) -> list[str]:
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        """Remove object `key`: the instance role may delete only its runs' old checkpoint generations
+        (runtime/checkpoints.py) and their older ledger entries (runtime/ledger.py)."""
+        raise NotImplementedError
+
     def fetch(self, key: str, path: Path) -> bool:
         """Object `key` into file `path`; False (and no file) when there is no such object."""
         data = self.get_bytes(key)
@@ -52,10 +57,6 @@ class Store:
 
     def upload_file(self, path: Path, key: str) -> None:
         self.put_bytes(key, path.read_bytes())
-
-    def delete(self, key: str) -> None:
-        """Delete one object (the instance role may delete only below its runs' checkpoints)."""
-        raise NotImplementedError
 
     def download(self, uri: str, dest: Path, kind: str) -> int:
         """s3://bucket/key (kind file) or s3://bucket/prefix/ (kind dir) to `dest`; returns the files there."""
@@ -189,14 +190,14 @@ class CliStore(Store):
         answer = parse_json(self.aws("s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", prefix).out)
         return [str(item["Key"]) for item in answer.get("Contents") or []]
 
+    def delete(self, key: str) -> None:
+        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
+
     def fetch(self, key: str, path: Path) -> bool:
         return self.aws("s3", "cp", "--only-show-errors", self.uri(key), str(path), check=False).code == 0
 
     def upload_file(self, path: Path, key: str) -> None:
         self.aws("s3", "cp", "--only-show-errors", str(path), self.uri(key))
-
-    def delete(self, key: str) -> None:
-        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
 
     def download(self, uri: str, dest: Path, kind: str) -> int:
         if kind == "file":

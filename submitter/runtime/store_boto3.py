@@ -51,11 +51,11 @@ class Boto3Store(Store):
             found += [str(o["Key"]) for o in page.get("Contents", [])]
         return found
 
-    def upload_file(self, path: Path, key: str) -> None:
-        self.s3.upload_file(str(path), self.bucket, key)
-
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def upload_file(self, path: Path, key: str) -> None:
+        self.s3.upload_file(str(path), self.bucket, key)
 
     def download(self, uri: str, dest: Path, kind: str) -> int:
         bucket, _, key = uri[len("s3://"):].partition("/")
