@@ -11,7 +11,8 @@ from submitter.plan import Plan
 
 VERSION = "2012-10-17"
 # the S3 statements, first
-STORAGE = ("OwnObjectsRead", "OwnRunWrites", "PruneOwnCheckpoints", "StagedInputs", "ListOwnPrefixes")
+STORAGE = ("OwnObjectsRead", "OwnRunWrites", "NeverWhatSubmitWrote", "PruneOwnCheckpointsAndLedger", "StagedInputs",
+           "ListOwnPrefixes")
 
 
 def run_patterns(plan: Plan) -> list[str]:
@@ -50,9 +51,12 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
     layout, bucket, sub = plan.layout, plan.bucket_or_placeholder, plan.submission_id
     runs = run_patterns(plan)
     readable = [layout.submission(sub) + "*"] + [layout.run(r) + "*" for r in runs]
-    writable = [key for r in runs for key in (
-        layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*")]
+    # Each run's own folder (status, logs, outputs, checkpoints), one resource per pattern so that a 1,000-run sweep
+    # with the longest names fits IAM's 10,240-character inline limit; what submit wrote there (the run record, a
+    # cancel marker) is denied below, and an explicit deny wins over any allow.
+    writable = [layout.run(r) + "*" for r in runs]
     writable.append(layout.instances(sub) + "*")
+    submit_wrote = [layout.run_spec("*"), layout.run_cancel("*")]
     # The spend ledger: each run books its own attempts (written, and an attempt's older entry removed), and
     # reads the whole month by listing it, never by reading an entry: the one deliberate widening beyond the
     # submission (docs/decisions.md, "The monthly budget"). The month is not known before the run starts.
@@ -73,12 +77,19 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in writable],
         },
         {
-            # Checkpoint generations no kept manifest names are deleted after each sync (runtime/checkpoints.py);
-            # nothing else a run wrote is ever deleted by the runtime.
-            "Sid": "PruneOwnCheckpoints",
+            "Sid": "NeverWhatSubmitWrote",
+            "Effect": "Deny",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in submit_wrote],
+        },
+        {
+            # Checkpoint generations no kept manifest names are deleted after each sync (runtime/checkpoints.py),
+            # and an attempt's older ledger entry as it renews it (runtime/ledger.py); nothing else.
+            "Sid": "PruneOwnCheckpointsAndLedger",
             "Effect": "Allow",
             "Action": ["s3:DeleteObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/{layout.checkpoints(r)}*" for r in runs],
+            "Resource": [f"arn:aws:s3:::{bucket}/{layout.checkpoints(r)}*" for r in runs]
+            + [f"arn:aws:s3:::{bucket}/{key}" for key in ledger],
         },
         {
             "Sid": "ListOwnPrefixes",
@@ -101,12 +112,6 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Action": ["s3:GetObject"],
             "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in staged],
         })
-    statements.append({
-        "Sid": "OwnLedgerRenewals",
-        "Effect": "Allow",
-        "Action": ["s3:DeleteObject"],
-        "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in ledger],
-    })
     if plan.spec.secrets:
         statements.append({
             "Sid": "OwnSecrets",

@@ -27,7 +27,10 @@ USER_DATA_LIMIT = 16 * 1024  # EC2 rejects larger user-data (before base64)
 
 def _sources() -> list[tuple[str, bytes]]:
     root = resources.files("submitter")
-    files = [("submitter/__init__.py", b""), ("submitter/contract.py", root.joinpath("contract.py").read_bytes())]
+    files = [("submitter/__init__.py", b"")]
+    for item in sorted(root.joinpath("contract").iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".py"):
+            files.append((f"submitter/contract/{item.name}", item.read_bytes()))
     runtime = root.joinpath("runtime")
     for item in sorted(runtime.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".py") and item.name not in SUBMIT_SIDE:

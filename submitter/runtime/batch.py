@@ -18,9 +18,10 @@ from submitter import contract
 from submitter.contract import Layout
 from submitter.runtime import ledger
 from submitter.runtime.imds import IMDS_ERRORS, Imds
-from submitter.runtime.lifecycle import Attempt, Host, Process, Settlement, read_status
+from submitter.runtime.lifecycle import Attempt
 from submitter.runtime.pool import spot_price
 from submitter.runtime.rules import RELEASE, container_command
+from submitter.runtime.seams import Host, Process, Settlement, read_status
 from submitter.runtime.store import Store, connect
 
 log = logging.getLogger("submitter.runtime")

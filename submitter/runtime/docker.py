@@ -13,8 +13,8 @@ from typing import Any
 from submitter import contract
 from submitter.runtime import credentials
 from submitter.runtime.commands import CommandError, run
-from submitter.runtime.lifecycle import Process
 from submitter.runtime.rules import container_command
+from submitter.runtime.seams import Process
 from submitter.runtime.store import Store
 
 log = logging.getLogger("submitter.runtime")

@@ -19,8 +19,9 @@ from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
 from submitter.runtime.imds import IMDS_ERRORS, Imds
 from submitter.runtime.keep import Keeper
-from submitter.runtime.lifecycle import Attempt, Host, Settlement, read_status
+from submitter.runtime.lifecycle import Attempt
 from submitter.runtime.rules import DELETE, HOST, SPOT, Ending
+from submitter.runtime.seams import Host, Settlement, read_status
 from submitter.runtime.store import CliStore, Store
 
 log = logging.getLogger("submitter.runtime")

@@ -21,8 +21,9 @@ from submitter.aws.session import Aws
 from submitter.backends.pool import Names, capacity
 from submitter.progress import NullProgress
 from submitter.runtime import keep as runtime_keep
-from submitter.runtime.lifecycle import Attempt, Process, Settlement
+from submitter.runtime.lifecycle import Attempt
 from submitter.runtime.pool import PoolHost
+from submitter.runtime.seams import Process, Settlement
 from submitter.runtime.store_boto3 import Boto3Store
 from submitter.settings import Settings
 from submitter.spec import load

@@ -1,4 +1,4 @@
-"""The monthly budget (issue 18): ledger keys and sums (contract.py), the runtime's ledger (runtime/ledger.py),
+"""The monthly budget (issue 18): ledger keys and sums (the contract package), the runtime's ledger (runtime/ledger.py),
 a worker that winds down at the budget (runtime/pool.py), the Batch wrapper at the budget, the submit-side
 check and its refusal (budget.py), and SUBMITTER_BUDGET (settings.py)."""
 

@@ -16,9 +16,10 @@ from submitter import contract, keep
 from submitter.contract import Layout, Status
 from submitter.errors import UsageError
 from submitter.runtime import keep as runtime_keep
-from submitter.runtime.lifecycle import Attempt, Process, Settlement
+from submitter.runtime.lifecycle import Attempt
 from submitter.runtime.pool import PoolHost
 from submitter.runtime.rules import DELETE, RELEASE
+from submitter.runtime.seams import Process, Settlement
 from submitter.spec import load
 from submitter.spec.models import Limits
 

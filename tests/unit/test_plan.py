@@ -225,16 +225,20 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     assert statements["LeaveOwnGroup"]["Resource"][0].endswith(f"autoScalingGroupName/submitter-{sub}")
     wildcard = [s["Sid"] for s in policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
-    no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"]
-                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))
-                           and s["Sid"] not in ("PruneOwnCheckpoints", "OwnLedgerRenewals")]
+    no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"] if s["Effect"] == "Allow"
+                           and a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))
+                           and s["Sid"] != "PruneOwnCheckpointsAndLedger"]
     assert no_writes_elsewhere == []
     # The only deletes: old checkpoint generations of its own runs (runtime/checkpoints.py prunes them), and a
     # run's own older ledger entry, as an attempt renews it (runtime/ledger.py).
-    assert statements["PruneOwnCheckpoints"]["Action"] == ["s3:DeleteObject"]
-    assert statements["PruneOwnCheckpoints"]["Resource"] == [f"arn:aws:s3:::bkt/submitter/runs/{sub}-?/checkpoints/*"]
-    assert statements["OwnLedgerRenewals"]["Action"] == ["s3:DeleteObject"]
-    assert statements["OwnLedgerRenewals"]["Resource"] == [f"arn:aws:s3:::bkt/submitter/ledger/*/{sub}-?/attempt-*"]
+    assert statements["PruneOwnCheckpointsAndLedger"]["Action"] == ["s3:DeleteObject"]
+    assert statements["PruneOwnCheckpointsAndLedger"]["Resource"] == [
+        f"arn:aws:s3:::bkt/submitter/runs/{sub}-?/checkpoints/*",
+        f"arn:aws:s3:::bkt/submitter/ledger/*/{sub}-?/attempt-*"]
+    # What submit wrote in a run's folder (the run record, a cancel marker): an explicit deny, which wins
+    assert statements["NeverWhatSubmitWrote"]["Effect"] == "Deny"
+    assert statements["NeverWhatSubmitWrote"]["Resource"] == [
+        "arn:aws:s3:::bkt/submitter/runs/*/spec.json", "arn:aws:s3:::bkt/submitter/runs/*/cancel"]
 
 
 def test_names_are_deterministic_and_fit_aws_limits() -> None:

@@ -46,8 +46,12 @@ def _arn(plan, key: str) -> str:
 
 
 def _allowed(document: dict, action: str, arn: str) -> bool:
-    return any(action in s["Action"] and any(matches(r, arn) for r in s["Resource"])
-               for s in document["Statement"] if s["Effect"] == "Allow")
+    """As IAM decides: some Allow statement covers it and no Deny statement does (an explicit deny wins)."""
+    def covered(effect: str) -> bool:
+        return any(action in s["Action"] and any(matches(r, arn) for r in s["Resource"])
+                   for s in document["Statement"] if s["Effect"] == effect)
+
+    return covered("Allow") and not covered("Deny")
 
 
 def test_the_role_writes_its_runs_results_and_nothing_submit_wrote(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The runtime artefact (runtime.pyz): reproducible, exactly contract.py + the on-instance modules +
+"""The runtime artefact (runtime.pyz): reproducible, exactly the contract package + the on-instance modules +
 __main__, standard library and Python 3.9 only, small modules; the unit tests run its code (a lifecycle
 attempt imported from the built zip); the boot script and the Batch command fetch it and check its hash."""
 
@@ -21,6 +21,7 @@ from submitter.runtime import artefact
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "submitter" / "runtime"
 ON_INSTANCE = sorted(p for p in RUNTIME.glob("*.py") if p.name not in artefact.SUBMIT_SIDE)
+CONTRACT = sorted((REPO / "submitter" / "contract").glob("*.py"))
 OPTIONAL = {"store_boto3.py": {"boto3", "botocore"}}  # imported only when the image has boto3
 
 
@@ -34,15 +35,16 @@ def test_build_is_reproducible_and_holds_exactly_the_runtime() -> None:
     artefact.build.cache_clear()
     assert artefact.build() == first
     assert artefact.sha256() == hashlib.sha256(first).hexdigest()
-    expected = {"__main__.py", "submitter/__init__.py", "submitter/contract.py"}
+    expected = {"__main__.py", "submitter/__init__.py"} | {f"submitter/contract/{p.name}" for p in CONTRACT}
     expected |= {f"submitter/runtime/{p.name}" for p in ON_INSTANCE}
     assert set(_names(first)) == expected and len(_names(first)) == len(expected)
     archive = zipfile.ZipFile(io.BytesIO(first))
-    assert archive.read("submitter/contract.py") == (REPO / "submitter" / "contract.py").read_bytes()
+    for path in CONTRACT:
+        assert archive.read(f"submitter/contract/{path.name}") == path.read_bytes()
     assert {archive.getinfo(n).date_time for n in expected} == {(1980, 1, 1, 0, 0, 0)}
 
 
-@pytest.mark.parametrize("path", [REPO / "submitter" / "contract.py", *ON_INSTANCE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*CONTRACT, *ON_INSTANCE], ids=lambda p: p.name)
 def test_the_runtime_is_python_39_and_standard_library_only(path: Path) -> None:
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 9))  # a `match` or other 3.10+ grammar fails here

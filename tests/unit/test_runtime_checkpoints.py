@@ -216,7 +216,8 @@ def test_an_attempt_warns_in_its_status_fields_and_says_it_once_in_the_log(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import time
 
-    from submitter.runtime.lifecycle import Attempt, Host, Process, Settlement
+    from submitter.runtime.lifecycle import Attempt
+    from submitter.runtime.seams import Host, Process, Settlement
 
     class Dirs(Process):
         def __init__(self, root: Path) -> None:

@@ -20,8 +20,9 @@ from submitter.contract import Layout, Status
 from submitter.runtime import docker, host, pool
 from submitter.runtime.commands import Result, not_found, parse_json
 from submitter.runtime.imds import Imds
-from submitter.runtime.lifecycle import Attempt, Process, Settlement
+from submitter.runtime.lifecycle import Attempt
 from submitter.runtime.logs import LogShipper
+from submitter.runtime.seams import Process, Settlement
 from submitter.runtime.store import CliStore
 
 SUB: dict[str, Any] = {
