@@ -3,8 +3,8 @@ downloads against the boot script's 10 (runtime/boot.sh PULL_STREAMS), in the sa
 
 The machine's own engine is shared (the sandbox's hosts use it, other work too), so its settings are not a
 benchmark's to change: a private dockerd of this benchmark's own (its own data root, exec root, socket,
-containerd and bridge interface; no iptables, no forwarding; it never runs a container) pulls from a fresh local registry
-(bench/image.py's). The count is switched as the boot switches it: daemon.json rewritten, then SIGHUP (a
+containerd and bridge interface; no iptables, no forwarding; it never runs a container) pulls from a fresh
+local registry (bench/image.py's). The count is switched as the boot switches it: daemon.json rewritten, then SIGHUP (a
 reload, as `systemctl reload docker` does). The image: the local base plus LAYERS incompressible layers, pushed
 once by the machine's engine; each repetition removes it from the private engine and pulls it again, the order
 of the two settings alternating. The registry is on loopback, so the transfer is not a network's: what is

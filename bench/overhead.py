@@ -165,9 +165,8 @@ def _levers(fixed: float, extract_mb_s: float) -> tuple[dict[str, object], list[
         "(0.75 Gbps) one stream already fills the network: no gain. On the CUDA image's GPU type "
         f"(g4dn.xlarge, up to 25 Gbps; {GPU_NET_MB_S} MB/s assumed sustained) the biggest layer "
         f"({LARGEST_LAYER_MB} MB assumed) bounds the transfer at {LARGEST_LAYER_MB / S3_STREAM_MB_S:.0f} s with "
-        "3 streams as with 10; an image of many mid-sized layers gains (the 10-equal-layers row). Not measured "
-        "here: the sandbox's hosts share this machine's engine, whose settings are not a benchmark's to change, "
-        "and its registry is on loopback.",
+        "3 streams as with 10; an image of many mid-sized layers gains (the 10-equal-layers row). bench/layers.py "
+        "measures docker's side of it (a private engine, a loopback registry); the network side cannot show here.",
         "layer order: Dockerfile.train copies the code last, so a code change makes one new top layer "
         "(bench/image.py measures its push: KB); a replacement or rerun pulls only that layer when the rest is on "
         "the instance already (the warm cache); without the cache every new instance pulls the whole image.",
