@@ -69,7 +69,9 @@ def _engine_time(text: str) -> float:
 
 def _agent_lines(sb: Sandbox, iid: str) -> list[tuple[float, str]]:
     """The agent's lines in the instance's boot log (its clock is this machine's; the host's zone is UTC)."""
-    path = sb.home / "instances" / iid / "log" / "cloud-init-output.log"
+    from submitter.sandbox import state
+
+    path = state.Paths(sb.settings.sandbox_dir).instance(iid) / "log" / "cloud-init-output.log"
     lines = []
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
         match = AGENT_LINE.match(line)
@@ -204,6 +206,8 @@ def once(sb: Sandbox, project: Path, epochs: int, epoch_s: float) -> dict[str, f
         "resumed": resumed_at,
     }
     _finish(sb)
+    if not marks["notice"] <= marks["detected"] <= marks["requeued"] + 1:  # the host's clock zone is not UTC?
+        raise RuntimeError(f"the agent's log times do not fall between the notice and the requeue: {marks}")
     return {k: v - notice for k, v in marks.items()}
 
 
