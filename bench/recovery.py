@@ -18,8 +18,8 @@ AWS's 120 s), and every step is timed from the sources that see it, all on this 
   resumed         the job's `resumed from epoch N` line on the replacement (engine timestamp).
 Our share: notice -> requeued, plus agent -> resumed. The instance's: requeued -> launched -> agent (the group's
 replacement and the host's boot; the sandbox's are a local container's, not EC2's: see the notes).
-`--smoke`: one measurement (4 epochs) instead of 3 (6 epochs): about 1.5 min with the sandbox's start and
-stop on an idle machine, 3.5 min under load. Run: `python -m bench recovery [--smoke]`.
+`--smoke`: one measurement (4 epochs) instead of 3 (6 epochs): measured 3.3 min with the sandbox's start and
+stop at load average 7 (the 3 repetitions took 2.6 min at load 6). Run: `python -m bench recovery [--smoke]`.
 """
 
 from __future__ import annotations
