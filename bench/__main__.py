@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # In this order: overhead (on paper) uses what resubmit and download measured in the same process.
-BENCHMARKS = ["cli_start", "plan", "status", "image", "resubmit", "download", "overhead"]
+BENCHMARKS = ["cli_start", "plan", "status", "image", "resubmit", "download", "recovery", "layers", "overhead"]
 
 
 def _cpu() -> str:

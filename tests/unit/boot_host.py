@@ -56,12 +56,13 @@ class Host:
         path.write_text(f"#!/bin/sh\n{body}\n")
         path.chmod(0o755)
 
-    def boot(self, user_data: str, endpoint: str = "http://127.0.0.1:9") -> subprocess.CompletedProcess[str]:
+    def boot(self, user_data: str, endpoint: str = "http://127.0.0.1:9",
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         script = self.base / "part-001"
         script.write_text(user_data)
         env = {"PATH": f"{self.bin}:{self.root}/usr/bin:{self.root}/usr/sbin", "TMPDIR": str(self.base),
                "HOME": str(self.base), "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint,
-               "AWS_ENDPOINT_URL": endpoint}
+               "AWS_ENDPOINT_URL": endpoint, **(extra_env or {})}
         return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=False,
                               timeout=120, cwd=self.base)
 

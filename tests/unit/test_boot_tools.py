@@ -172,3 +172,53 @@ def test_the_reporter_goes_where_the_cli_would(monkeypatch: pytest.MonkeyPatch) 
 def test_the_dnf_standin_is_shellcheck_clean() -> None:
     out = subprocess.run(["shellcheck", "-s", "sh", str(STANDIN)], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout
+
+
+# ----------------------------------------------------------------------------------------- docker's pull streams
+
+
+def _booted_with(tmp_path: Path, imds: Imds, systemctl: str | None) -> tuple[Host, Path]:
+    host = Host(tmp_path, imds, [*TOOLS, "python3"])
+    package(host.root, "awscli-2", {"usr/bin/aws": "#!/bin/sh\nexit 0\n"})
+    package(host.root, "e2fsprogs", {"usr/sbin/mkfs.ext4": "#!/bin/sh\nexit 0\n"})
+    if systemctl is not None:
+        host.stub("systemctl", systemctl)
+    config = tmp_path / "etc-docker" / "daemon.json"
+    config.parent.mkdir()
+    config.write_text('{"log-driver": "json-file"}')
+    # No account id: the boot gives up at the step after the engine's configuration, before any download.
+    out = host.boot(render(BUCKET_OWNER=""), extra_env={"DOCKERD_CONFIG": str(config)})
+    assert "boot failed: no account id for the bucket owner" in out.stdout, out.stdout + out.stderr
+    return host, config
+
+
+def test_a_boot_raises_the_engines_concurrent_layer_downloads_and_reloads_it(tmp_path: Path, imds: Imds) -> None:
+    calls = tmp_path / "systemctl.log"
+    _, config = _booted_with(tmp_path, imds, f'echo "$*" >> {calls}\nexit 0')
+    # The file's other settings are kept; the engine is reloaded (SIGHUP), not restarted.
+    assert json.loads(config.read_text()) == {"log-driver": "json-file", "max-concurrent-downloads": 10}
+    assert calls.read_text().splitlines() == ["is-active --quiet docker", "reload docker"]
+
+
+def test_a_boot_leaves_an_engine_systemd_does_not_run_alone(tmp_path: Path, imds: Imds) -> None:
+    calls = tmp_path / "systemctl.log"
+    _, config = _booted_with(tmp_path, imds, f'echo "$*" >> {calls}\nexit 3')  # is-active: inactive
+    assert json.loads(config.read_text()) == {"log-driver": "json-file"}
+    assert calls.read_text().splitlines() == ["is-active --quiet docker"]
+    (tmp_path / "no-systemd").mkdir()
+    _, config = _booted_with(tmp_path / "no-systemd", imds, None)  # no systemctl at all (the sandbox's hosts)
+    assert json.loads(config.read_text()) == {"log-driver": "json-file"}
+
+
+def test_a_boot_whose_engine_config_is_not_json_says_so_and_goes_on(tmp_path: Path, imds: Imds) -> None:
+    calls = tmp_path / "systemctl.log"
+    host = Host(tmp_path, imds, [*TOOLS, "python3"])
+    package(host.root, "awscli-2", {"usr/bin/aws": "#!/bin/sh\nexit 0\n"})
+    package(host.root, "e2fsprogs", {"usr/sbin/mkfs.ext4": "#!/bin/sh\nexit 0\n"})
+    host.stub("systemctl", f'echo "$*" >> {calls}\nexit 0')
+    config = tmp_path / "daemon.json"
+    config.write_text("{not json")
+    out = host.boot(render(BUCKET_OWNER=""), extra_env={"DOCKERD_CONFIG": str(config)})
+    assert "docker: could not set 10 concurrent layer downloads; pulling with docker's default" in out.stdout
+    assert "boot failed: no account id for the bucket owner" in out.stdout  # the boot went on past it
+    assert config.read_text() == "{not json" and "reload docker" not in calls.read_text()
