@@ -76,7 +76,8 @@ def plan(p: Plan) -> None:
     console.print("  dry run: nothing was built or created")
 
 
-def statuses(states: list[dict]) -> None:
+def statuses(states: list[dict], live: Any = None) -> None:
+    """The status table, printed; or, given the live view of `watching()`, drawn in it in place."""
     from rich.table import Table
 
     table = Table()
@@ -94,7 +95,17 @@ def statuses(states: list[dict]) -> None:
             _runtime(st),
             f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
         )
+    if live is not None:
+        live.update(table, refresh=True)
+        return
     _console().print(table)
+
+
+def watching() -> Any:
+    """The live view of `status --watch`: redrawn in place, cleared at the end (the final table is printed)."""
+    from rich.live import Live
+
+    return Live(console=_console(), transient=True, auto_refresh=False)
 
 
 def _runtime(st: dict) -> str:
