@@ -157,9 +157,10 @@ def test_report_draws_every_chart_in_chromium(tmp_path: Path) -> None:
 
 
 def test_an_empty_report_says_so_and_draws_nothing(tmp_path: Path) -> None:
-    rows: list[dict[str, Any]] = [{"run_id": "exp1-20261130-220000-abc123-r0", "submission_id": "exp1-20261130-220000-abc123",
-             "state": "queued", "sweep": {}, "metrics": {}, "curves": {}, "runtime_s": None, "attempts": 0,
-             "interruptions": 0, "cost": None, "timeline": []}]
+    sub = "exp1-20261130-220000-abc123"
+    rows: list[dict[str, Any]] = [
+        {"run_id": f"{sub}-r0", "submission_id": sub, "state": "queued", "sweep": {}, "metrics": {}, "curves": {},
+         "runtime_s": None, "attempts": 0, "interruptions": 0, "cost": None, "timeline": []}]
     page = tmp_path / "empty.html"
     page.write_text(report.render(rows, "exp1", GENERATED), encoding="utf-8")
     shown = _browse(page, tmp_path / "profile", "--dump-dom")
