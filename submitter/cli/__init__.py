@@ -6,13 +6,14 @@ commands. Heavy modules are imported inside the commands so `submitter --help` s
 
 from collections.abc import Callable
 
-from submitter.cli import access, account, report, sandbox, submit, tracking
+from submitter.cli import access, account, sandbox, submit, tracking
+from submitter.cli import report as report_cli
 from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.
 COMMANDS: list[Callable[..., None]] = [
     submit.submit, tracking.status, tracking.logs, tracking.results, tracking.cancel, tracking.cost, tracking.prices,
-    report.report,
+    report_cli.report,
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]
 SANDBOX_COMMANDS: list[Callable[..., None]] = [

@@ -16,7 +16,8 @@ def report(
     target: str = typer.Argument(..., help="JOB (its latest submission), SUBMISSION or RUN id."),
     output: str = typer.Option(None, "--output", "-o", metavar="FILE",
                                help="Where to write the page; `-` for stdout. Default: ./report-TARGET.html."),
-    sort: str = typer.Option(None, "--sort", metavar="METRIC", help="Order runs by this metric, best first."),
+    sort: str = typer.Option(None, "--sort", metavar="METRIC[:min|:max]",
+                             help="Best first by this metric, as `compare --sort` (default: the first metric)."),
 ) -> None:
     """An HTML report (opens offline): comparison table, a chart per metric, cost, runtime, attempts."""
     from datetime import datetime, timezone
