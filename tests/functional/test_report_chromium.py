@@ -145,6 +145,7 @@ def test_report_draws_every_chart_in_chromium(tmp_path: Path) -> None:
     assert drawn.charts == expected
     # the hostile strings were shown as text, never run: no console message above, and no element of theirs
     assert drawn.images == 0
+    assert len(drawn.scripts) == 1 + len(expected)  # plotly.js and one per chart: none came from a string
     assert "&lt;script&gt;console.error('xss-sweep')&lt;/script&gt;" in shown.stdout  # shown in the table
 
     ARTIFACTS.mkdir(exist_ok=True)
