@@ -24,13 +24,15 @@ def status(
     every: float = typer.Option(5.0, "--every", metavar="S", help="Seconds between redraws with --watch."),
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
+    import math
+
     from submitter import tracking
     from submitter.errors import UsageError
 
     if watch and as_json:
         raise UsageError("submitter status", "--watch draws a live table, which --json cannot carry",
                          "drop --watch for one JSON reading, or use `submit --wait` to wait in a script")
-    if not every > 0:
+    if not (math.isfinite(every) and every > 0):
         raise UsageError("--every", f"{every} is not a positive number of seconds", "e.g. --every 5")
     if target:
         ids.target(target)
