@@ -19,7 +19,7 @@ pytest.importorskip("submitter.compare", reason="needs submitter/compare.py (iss
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 4
+EPOCHS = 6
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -47,7 +47,7 @@ def test_compare_and_report_on_a_sweep_with_a_failed_and_an_interrupted_run(
         shutil.copy(REPO / name, tmp_path / name)
     name = "rep-" + uuid.uuid4().hex[:8]
     spec = tmp_path / f"{name}.yaml"
-    env = {"EPOCHS": str(EPOCHS), "SAMPLES": "400", "SEED": "7", "EPOCH_SECONDS": "5"}
+    env = {"EPOCHS": str(EPOCHS), "SAMPLES": "400", "SEED": "7", "EPOCH_SECONDS": "6"}
     spec.write_text(
         f"name: {name}\ncommand: [python, train.py]\nenv: {json.dumps(env)}\n"
         "resources: {instance_types: [c5.large, m5.large], max_price: 0.1, volume_gb: 1}\n"
