@@ -7,6 +7,7 @@ nothing. A benchmark that fails is reported and the others still run; the exit c
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
@@ -93,7 +94,33 @@ def _render(results: list[dict[str, Any]], failed: list[str], machine: str, seco
     return "\n".join(lines)
 
 
+def _summary(name: str) -> str:
+    """The first sentence of a benchmark's docstring, read without importing it (imports start clients)."""
+    doc = ast.get_docstring(ast.parse(Path(__file__).with_name(f"{name}.py").read_text())) or ""
+    first = " ".join(doc.split()).split(". ")[0].split("; ")[0].rstrip(".")
+    return first if len(first) <= 96 else first[:93] + "..."
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench [--smoke] [NAME...]", "",
+             "Run the benchmarks (all of them, in this order, when no NAME is given); a run of all of them writes",
+             "bench/RESULTS.md. Each prints its figures as JSON on stdout and progress on stderr.", "",
+             "options:", "  --smoke     one short repetition of each; writes nothing (what CI runs)",
+             "  -h, --help  show this message and exit", "", "benchmarks:"]
+    lines += [f"  {name:10}  {_summary(name)}" for name in BENCHMARKS]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(usage())
+        return 0
+    unknown = [a for a in argv if a.startswith("-") and a != "--smoke"]
+    unknown += [a for a in argv if not a.startswith("-") and a not in BENCHMARKS]
+    if unknown:
+        print(f"bench: no such option or benchmark: {' '.join(unknown)}; see `python -m bench --help`",
+              file=sys.stderr)
+        return 2
     smoke = "--smoke" in argv
     names = [a for a in argv if not a.startswith("-")] or BENCHMARKS
     machine = _machine()

@@ -93,7 +93,8 @@ def plan(p: Plan) -> None:
     console.print("  dry run: nothing was built or created")
 
 
-def statuses(states: list[dict]) -> None:
+def statuses(states: list[dict], live: Any = None) -> None:
+    """The status table, printed; or, given the live view of `watching()`, drawn in it in place."""
     from rich.table import Table
 
     table = Table()
@@ -115,6 +116,9 @@ def statuses(states: list[dict]) -> None:
             f"${st['cost']:.4f}" if isinstance(st.get("cost"), (int, float)) else "-",
             _checkpoint_age(st),
         )
+    if live is not None:
+        live.update(table, refresh=True)
+        return
     _console().print(table)
     from rich.markup import escape
 
@@ -132,6 +136,13 @@ def _checkpoint_age(st: dict) -> str:
         return "none !" if st.get("checkpoint_warning") else "-"
     age = f"{seconds}s" if seconds < 120 else f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
     return f"{age} ago" + (" !" if st.get("checkpoint_warning") else "")
+
+
+def watching() -> Any:
+    """The live view of `status --watch`: redrawn in place, cleared at the end (the final table is printed)."""
+    from rich.live import Live
+
+    return Live(console=_console(), transient=True, auto_refresh=False)
 
 
 def _runtime(st: dict) -> str:

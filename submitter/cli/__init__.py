@@ -9,13 +9,13 @@ from collections.abc import Callable
 from submitter.cli import access, account, sandbox, submit, tracking
 from submitter.cli import compare as compare_cli
 from submitter.cli import rerun as rerun_cli
+from submitter.cli import report as report_cli
 from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.
 COMMANDS: list[Callable[..., None]] = [
     submit.submit, rerun_cli.rerun, rerun_cli.diff, tracking.status, tracking.logs, tracking.results,
-    tracking.cancel, tracking.cost, tracking.prices,
-    compare_cli.compare,
+    tracking.cancel, tracking.cost, tracking.prices, compare_cli.compare, report_cli.report,
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]
 SANDBOX_COMMANDS: list[Callable[..., None]] = [

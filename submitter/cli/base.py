@@ -54,7 +54,7 @@ def _debug(ctx: Any) -> bool:
 app = typer.Typer(
     cls=_Group,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # `--install-completion` / `--show-completion`: bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Run training jobs on the cheapest suitable AWS spot capacity; leave results in S3 and nothing billing.",

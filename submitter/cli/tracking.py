@@ -19,11 +19,23 @@ def status(
     target: str = typer.Argument(None, help="JOB, SUBMISSION or RUN id; default: recent submissions."),
     as_json: bool = typer.Option(False, "--json"),
     all_: bool = typer.Option(False, "--all", help="Include finished submissions."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw the table until every run has ended (Ctrl-C "
+                               "stops watching), then print it."),
+    every: float = typer.Option(5.0, "--every", metavar="S", help="Seconds between redraws with --watch."),
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
+    import math
     from submitter import tracking
     from submitter.contract import checkpoint_age_s
 
+    from submitter import tracking
+    from submitter.errors import UsageError
+
+    if watch and as_json:
+        raise UsageError("submitter status", "--watch draws a live table, which --json cannot carry",
+                         "drop --watch for one JSON reading, or use `submit --wait` to wait in a script")
+    if not (math.isfinite(every) and every > 0):
+        raise UsageError("--every", f"{every} is not a positive number of seconds", "e.g. --every 5")
     if target:
         ids.target(target)
     settings, s3, where = _tracking(ctx)
@@ -32,6 +44,16 @@ def status(
     else:
         subs = tracking.submissions(s3, where)
         run_ids = [r for sub in (subs if all_ else subs[-5:]) for r in tracking.runs_of(s3, where, sub)]
+    if watch:
+        from submitter import render
+        from submitter import watch as watch_mod
+
+        say(f"watching {len(run_ids)} run(s), every {every:g} s, until all have ended (Ctrl-C stops watching)")
+        with render.watching() as live:
+            states = watch_mod.until_ended(lambda: tracking.statuses(s3, where, run_ids),
+                                           lambda now: render.statuses(now, live), every)
+        render.statuses(states)
+        return
     states = tracking.statuses(s3, where, run_ids)
     if not all_ and not target:
         from submitter import contract
