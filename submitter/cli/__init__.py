@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from submitter.cli import access, account, sandbox, submit, tracking
 from submitter.cli import compare as compare_cli
-from submitter.cli import rerun as rerun_cli
 from submitter.cli import report as report_cli
+from submitter.cli import rerun as rerun_cli
 from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.

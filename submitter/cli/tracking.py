@@ -25,10 +25,9 @@ def status(
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
     import math
-    from submitter import tracking
-    from submitter.contract import checkpoint_age_s
 
     from submitter import tracking
+    from submitter.contract import checkpoint_age_s
     from submitter.errors import UsageError
 
     if watch and as_json:
