@@ -31,7 +31,7 @@ def test_show_completion_prints_the_bash_hook() -> None:
 def test_the_hook_completes_commands_and_options() -> None:
     done = _submitter(_SUBMITTER_COMPLETE="complete_bash", COMP_WORDS="submitter re", COMP_CWORD="1")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["results", "report"]
+    assert done.stdout.split() == ["rerun", "results", "report"]
     done = _submitter(_SUBMITTER_COMPLETE="complete_bash", COMP_WORDS="submitter status --w", COMP_CWORD="2")
     assert done.stdout.split() == ["--watch"]
     done = _submitter(_SUBMITTER_COMPLETE="complete_bash", COMP_WORDS="submitter sandbox do", COMP_CWORD="2")

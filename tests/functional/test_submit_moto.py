@@ -129,7 +129,11 @@ def test_submit_creates_a_scoped_secure_worker_pool(aws_env, project: Path) -> N
     # The instance role allows only this submission's things.
     iam = session.client("iam")
     role_policy = iam.get_role_policy(RoleName=pool.names.role, PolicyName="submitter-run")["PolicyDocument"]
-    resources = [r for s in role_policy["Statement"] for r in s["Resource"]]
+    resources = [r for s in role_policy["Statement"] if s["Effect"] == "Allow" for r in s["Resource"]]
+    # What submit wrote in any run's folder is denied outright (an explicit deny wins; it grants nothing)
+    denied = [s for s in role_policy["Statement"] if s["Effect"] == "Deny"]
+    assert [s["Resource"] for s in denied] == [["arn:aws:s3:::fbucket/p/runs/*/spec.json",
+                                                "arn:aws:s3:::fbucket/p/runs/*/cancel"]]
     assert f"arn:aws:sqs:{REGION}:123456789012:{pool.names.queue}" in resources
     assert all(plan.submission_id in r for r in resources
                if r.startswith("arn:aws:s3:::fbucket/p/") and "/inputs/" not in r)
