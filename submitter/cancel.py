@@ -17,6 +17,7 @@ from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.backends import Scope
 from submitter.errors import UsageError
+from submitter.runtime import index
 
 __all__ = ["Scope", "cancel", "scope"]
 
@@ -62,7 +63,7 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
     for st in tracking.read_statuses(s3, layout, target.run_ids):
         if st.state in contract.NOT_STARTED:
             st = st.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=contract.iso())
-            s3.put_json(layout.status(st.run_id), st.to_json())
+            index.put_status(s3, layout, st)
             dropped.append(st.run_id)
     if dropped:
         say(f"{sub}: {len(dropped)} run(s) not started: cancelled")
@@ -86,7 +87,7 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
         st = st.evolve(contract.CANCELLED, ended_at=contract.iso(),
                        reason=f"cancelled; no confirmation from its worker within {wait_s:.0f} s, instance "
                               "terminated (outputs may be incomplete)")
-        s3.put_json(layout.status(st.run_id), st.to_json())
+        index.put_status(s3, layout, st)
         forced.append(st)
     # 5. Clean up when the submission has nothing left to do; a run cancel leaves its worker to the other runs.
     remaining = [st for st in tracking.read_statuses(s3, layout, target.all_runs) if not st.terminal]

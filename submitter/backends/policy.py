@@ -44,7 +44,8 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
     runs = run_patterns(plan)
     readable = [layout.submission(sub) + "*"] + [layout.run(r) + "*" for r in runs]
     writable = [key for r in runs for key in (
-        layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*")]
+        layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*",
+        layout.index_entry(sub, r) + "*")]  # the run index entries (runtime/index.py), after each status
     writable.append(layout.instances(sub) + "*")
     staged = [prefix + "*" for prefix in staged_prefixes(plan, inputs)]
     statements: list[dict[str, Any]] = [

@@ -19,9 +19,10 @@ def status(
     target: str = typer.Argument(None, help="JOB, SUBMISSION or RUN id; default: recent submissions."),
     as_json: bool = typer.Option(False, "--json"),
     all_: bool = typer.Option(False, "--all", help="Include finished submissions."),
+    detail: bool = typer.Option(False, "--detail", help="Read every run's status document, not the run index."),
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
-    from submitter import tracking
+    from submitter import status_index, tracking
 
     if target:
         ids.target(target)
@@ -31,7 +32,7 @@ def status(
     else:
         subs = tracking.submissions(s3, where)
         run_ids = [r for sub in (subs if all_ else subs[-5:]) for r in tracking.runs_of(s3, where, sub)]
-    states = tracking.statuses(s3, where, run_ids)
+    states = status_index.statuses(s3, where, run_ids, detail=detail)
     if not all_ and not target:
         states = [st for st in states if st.get("state") not in tracking.TERMINAL] or states
     if as_json:
@@ -40,6 +41,9 @@ def status(
     from submitter import render
 
     render.statuses(states)
+    if status_index.from_index(states):
+        say(f"{status_index.from_index(states)} settled run(s) shown from the run index; --detail reads their "
+            "status documents (reasons, timeline)")
 
 
 def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:

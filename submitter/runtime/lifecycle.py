@@ -20,6 +20,7 @@ from submitter.contract import Layout, Status
 from submitter.runtime import files, rules
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS, Imds
+from submitter.runtime.index import Indexer
 from submitter.runtime.logs import LogShipper, RunLog
 from submitter.runtime.metrics import MetricsShipper
 from submitter.runtime.rules import Ending
@@ -150,6 +151,7 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
+        self.indexer = Indexer(self.layout, lambda key: self.store.put_bytes(key, b""))
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -186,6 +188,10 @@ class Attempt:
 
     def write_status(self) -> None:
         self.store.put_json(self.layout.status(self.run_id), self.status.to_json())
+        try:  # after the document, on a state change only; a missed entry leaves `status` a step behind
+            self.indexer.write(self.status)
+        except CommandError as exc:
+            log.warning("run %s: the run index entry was not written: %s", self.run_id, exc)
 
     def restore(self) -> None:
         mount = self.sub.get("volume_mount") or "/data"

@@ -9,6 +9,7 @@ from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.backends.pool import capacity
 from submitter.backends.pool.resources import Names
+from submitter.runtime import index
 
 
 def stranded(aws: Aws, s3: S3, layout: contract.Layout, submission: str,
@@ -25,6 +26,6 @@ def stranded(aws: Aws, s3: S3, layout: contract.Layout, submission: str,
     marked = []
     for status in mine:
         status = status.evolve(contract.FAILED, reason=reason)
-        s3.put_json(layout.status(status.run_id), status.to_json())
+        index.put_status(s3, layout, status)
         marked.append(status)
     return marked
