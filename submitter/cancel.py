@@ -62,8 +62,8 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
     dropped = []
     for st in tracking.read_statuses(s3, layout, target.run_ids):
         if st.state in contract.NOT_STARTED:
-            st = st.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=contract.iso())
-            index.put_status(s3, layout, st)
+            ended = st.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=contract.iso())
+            index.put_status(s3, layout, ended, previous=st)
             dropped.append(st.run_id)
     if dropped:
         say(f"{sub}: {len(dropped)} run(s) not started: cancelled")
@@ -84,11 +84,11 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
         time.sleep(poll_s)
     forced = []
     for st in live:  # never confirmed: what holds it goes anyway below; say what that means
-        st = st.evolve(contract.CANCELLED, ended_at=contract.iso(),
-                       reason=f"cancelled; no confirmation from its worker within {wait_s:.0f} s, instance "
-                              "terminated (outputs may be incomplete)")
-        index.put_status(s3, layout, st)
-        forced.append(st)
+        ended = st.evolve(contract.CANCELLED, ended_at=contract.iso(),
+                          reason=f"cancelled; no confirmation from its worker within {wait_s:.0f} s, instance "
+                                 "terminated (outputs may be incomplete)")
+        index.put_status(s3, layout, ended, previous=st)
+        forced.append(ended)
     # 5. Clean up when the submission has nothing left to do; a run cancel leaves its worker to the other runs.
     remaining = [st for st in tracking.read_statuses(s3, layout, target.all_runs) if not st.terminal]
     removed: list[str] = []

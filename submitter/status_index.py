@@ -12,7 +12,7 @@ from submitter import contract, tracking
 from submitter.aws.s3 import S3
 from submitter.runtime import index
 
-DOCUMENT_READS = 64  # status documents read beyond the unsettled runs: two rounds of tracking.STATUS_THREADS
+DOCUMENT_READS = 32  # documents read at least (the unsettled runs first): one round of tracking.STATUS_THREADS
 INDEX = "index"  # the `source` of a row that came from the run index, not from the run's status document
 # Which settled runs' documents are worth the budget first: those whose reason the table shows.
 _WORTH = {contract.FAILED: 0, contract.CANCELLED: 1, contract.INTERRUPTED: 2, contract.QUEUED: 3,

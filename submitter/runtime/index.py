@@ -16,6 +16,7 @@ Standard library only and Python 3.9 compatible: it ships in the instance runtim
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Callable
 
@@ -105,22 +106,48 @@ def latest(keys: list[str], layout: contract.Layout, submission_id: str) -> dict
 
 
 class Indexer:
-    """Writes a run's index entries through `put(key)` (an empty object), once per state or attempt change."""
+    """Writes a run's index entries, once per state or attempt change: `put(key)` the new one (an empty object),
+    then `delete(key)` the one it supersedes (the writer's own last, or the entry of the document it started
+    from: `follow`), so a run keeps about one entry and a listing stays one page per 1,000 runs. A delete that
+    fails is harmless (readers take the highest SEQ); it is not retried."""
 
-    def __init__(self, layout: contract.Layout, put: Callable[[str], None]) -> None:
-        self.layout, self.put = layout, put
+    def __init__(self, layout: contract.Layout, put: Callable[[str], None],
+                 delete: Callable[[str], None] | None = None) -> None:
+        self.layout, self.put, self.delete = layout, put, delete
         self.written: dict[str, tuple[str, int]] = {}
+        self.last: dict[str, str] = {}
+
+    def key(self, status: contract.Status) -> str | None:
+        sub = contract.submission_of(status.run_id)  # from the id's shape, never from what a document claims
+        return None if sub is None else self.layout.index_entry(sub, status.run_id, entry(status))
+
+    def follow(self, previous: contract.Status) -> None:
+        """`previous` is the run's document as read before changing it: its entry is the one to supersede."""
+        key = self.key(previous)
+        if key is not None:
+            self.last[previous.run_id] = key
 
     def write(self, status: contract.Status) -> None:
-        sub = contract.submission_of(status.run_id)  # from the id's shape, never from what a document claims
-        if sub is None or self.written.get(status.run_id) == (status.state, status.attempt):
+        key = self.key(status)
+        # Starting -> running is no change here: a reader reads an active run's document anyway.
+        change = ("active" if status.state in contract.ACTIVE else status.state, status.attempt)
+        if key is None or self.written.get(status.run_id) == change:
             return
-        self.put(self.layout.index_entry(sub, status.run_id, entry(status)))
-        self.written[status.run_id] = (status.state, status.attempt)
+        self.put(key)
+        self.written[status.run_id] = change
+        old, self.last[status.run_id] = self.last.get(status.run_id), key
+        if self.delete is not None and old is not None and old != key:
+            with contextlib.suppress(Exception):  # harmless: readers take the highest SEQ; `status` stays right
+                self.delete(old)
 
 
-def put_status(store: Any, layout: contract.Layout, status: contract.Status) -> None:
+def put_status(store: Any, layout: contract.Layout, status: contract.Status,
+               previous: contract.Status | None = None) -> None:
     """A status document and its index entry, for a writer that changes the state (submit's staging, cancel,
-    stranded runs): `store` is the submit side's S3 or the runtime's Store (both put_json and put_bytes)."""
+    stranded runs): `store` is the submit side's S3 or the runtime's Store (put_json, put_bytes, delete).
+    `previous`, the document it replaces, names the entry superseded."""
     store.put_json(layout.status(status.run_id), status.to_json())
-    Indexer(layout, lambda key: store.put_bytes(key, b"")).write(status)
+    indexer = Indexer(layout, lambda key: store.put_bytes(key, b""), store.delete)
+    if previous is not None:
+        indexer.follow(previous)
+    indexer.write(status)

@@ -151,7 +151,8 @@ class Attempt:
         self.sync_lock = threading.Lock()
         self.synced: dict[str, tuple[int, int]] = {}
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
-        self.indexer = Indexer(self.layout, lambda key: self.store.put_bytes(key, b""))
+        self.indexer = Indexer(self.layout, lambda key: self.store.put_bytes(key, b""), self.store.delete)
+        self.indexer.follow(status)  # the document this attempt starts from: its entry is superseded first
 
     # ------------------------------------------------------------------------------------ begin
 

@@ -42,6 +42,10 @@ class Store:
     def keys(self, prefix: str) -> list[str]:
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        """Only ever a superseded run index entry of the runtime's own runs (runtime/index.py)."""
+        raise NotImplementedError
+
     def fetch(self, key: str, path: Path) -> bool:
         """Object `key` into file `path`; False (and no file) when there is no such object."""
         data = self.get_bytes(key)
@@ -168,6 +172,9 @@ class CliStore(Store):
         if result.code != 0 and not not_found(result):
             log.warning("could not look for %s: %s", self.uri(key), result.last_line())
         return result.code == 0
+
+    def delete(self, key: str) -> None:
+        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
 
     def keys(self, prefix: str) -> list[str]:
         answer = parse_json(self.aws("s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", prefix).out)

@@ -25,7 +25,7 @@ def stranded(aws: Aws, s3: S3, layout: contract.Layout, submission: str,
     reason = f"no worker left: {reasons[-1]}" if reasons else "no worker left (every instance exited)"
     marked = []
     for status in mine:
-        status = status.evolve(contract.FAILED, reason=reason)
-        index.put_status(s3, layout, status)
-        marked.append(status)
+        failed = status.evolve(contract.FAILED, reason=reason)
+        index.put_status(s3, layout, failed, previous=status)
+        marked.append(failed)
     return marked
