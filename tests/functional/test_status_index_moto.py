@@ -58,9 +58,9 @@ def _sweep(s3: S3, runs: int, indexed: bool = True) -> list[str]:
             continue
         agent = index.Indexer(LAYOUT, lambda key: s3.put_bytes(key, b""), s3.delete)
         agent.follow(queued)
-        st = queued.evolve(contract.STARTING, attempt=1, instance_type="c5.large", availability_zone="us-east-1b",
-                           price=0.03, started_at="2026-11-26T07:01:00Z")
-        for st in [st, st.evolve(contract.RUNNING, heartbeat_at="2026-11-26T07:02:00Z", cost=0.001 * i)]:
+        begun = queued.evolve(contract.STARTING, attempt=1, instance_type="c5.large", availability_zone="us-east-1b",
+                              price=0.03, started_at="2026-11-26T07:01:00Z")
+        for st in [begun, begun.evolve(contract.RUNNING, heartbeat_at="2026-11-26T07:02:00Z", cost=0.001 * i)]:
             s3.put_json(LAYOUT.status(run), st.to_json())
             agent.write(st)
         if i >= 1:
