@@ -24,7 +24,8 @@ from submitter import contract
 
 FIELDS = ("seq", "state", "attempt", "exit_code", "instance_type", "availability_zone", "instance_id", "price",
           "cost", "started_at", "ended_at")
-_SAFE = re.compile(r"[A-Za-z0-9.+-]{1,64}")  # S3's safe key characters, never the separator `_` or `/`
+_SAFE = re.compile(r"[A-Za-z0-9.+-]{1,32}")  # S3's safe key characters, never the separator `_` or `/`
+LONGEST_ENTRY = "_".join(["0" * 10, "interrupted"] + ["x" * 32] * (len(FIELDS) - 2))  # plan_limits: key length
 _COMPACT = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z")
 _STEPS = 5  # places in one attempt: the SEQ of attempt N's entries is N * _STEPS + its step
 
