@@ -42,6 +42,8 @@ def _second_machine(sandbox_env: dict[str, str], home: Path) -> dict[str, str]:
             "SUBMITTER_BUCKET")
     env = {name: sandbox_env[name] for name in keep}
     env.update({"PATH": os.environ["PATH"], "HOME": str(home), "SUBMITTER_HOME": str(home / ".submitter")})
+    if os.environ.get("PYTHONPATH"):  # where the code under test is, when it is not installed (a worktree)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 
