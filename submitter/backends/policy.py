@@ -10,7 +10,8 @@ from submitter import contract
 from submitter.plan import Plan
 
 VERSION = "2012-10-17"
-STORAGE = ("OwnObjectsRead", "OwnRunWrites", "StagedInputs", "ListOwnPrefixes")  # the S3 statements, first
+# The S3 statements, first.
+STORAGE = ("OwnObjectsRead", "OwnRunWrites", "OwnIndexDeletes", "StagedInputs", "ListOwnPrefixes")
 
 
 def run_patterns(plan: Plan) -> list[str]:
@@ -46,6 +47,7 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
     writable = [key for r in runs for key in (
         layout.status(r), layout.logs(r) + "*", layout.outputs(r) + "*", layout.checkpoints(r) + "*",
         layout.index_entry(sub, r) + "*")]  # the run index entries (runtime/index.py), after each status
+    index_entries = [layout.index_entry(sub, r) + "*" for r in runs]
     writable.append(layout.instances(sub) + "*")
     staged = [prefix + "*" for prefix in staged_prefixes(plan, inputs)]
     statements: list[dict[str, Any]] = [
@@ -60,6 +62,13 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
             "Effect": "Allow",
             "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
             "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in writable],
+        },
+        {
+            # The one delete: a run index entry its next one supersedes (runtime/index.py Indexer).
+            "Sid": "OwnIndexDeletes",
+            "Effect": "Allow",
+            "Action": ["s3:DeleteObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{key}" for key in index_entries],
         },
         {
             "Sid": "ListOwnPrefixes",

@@ -224,8 +224,13 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     wildcard = [s["Sid"] for s in policy["Statement"] if "*" in s["Resource"]]
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
     no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"]
-                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))]
+                           if a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))
+                           and s["Sid"] != "OwnIndexDeletes"]
     assert no_writes_elsewhere == []
+    # the one delete: its own runs' run index entries (runtime/index.py), nothing else
+    assert statements["OwnIndexDeletes"]["Action"] == ["s3:DeleteObject"]
+    assert all(f"/submissions/{sub}/index/{sub}" in r and r.endswith("/*")
+               for r in statements["OwnIndexDeletes"]["Resource"]), statements["OwnIndexDeletes"]
 
 
 def test_names_are_deterministic_and_fit_aws_limits() -> None:
