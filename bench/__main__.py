@@ -1,4 +1,4 @@
-"""`python -m bench [--smoke] [NAME...]`: run the benchmarks and write bench/RESULTS.md.
+"""`python -m bench [--smoke] [--runs N] [NAME...]`: run the benchmarks and write bench/RESULTS.md.
 
 Each benchmark module has `run(smoke) -> dict` returning its figures, each measured against its
 baseline in the same run. `--smoke` runs one short repetition of each, so CI keeps them working, and writes
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 # In this order: overhead (on paper) uses what resubmit and download measured in the same process.
-BENCHMARKS = ["cli_start", "plan", "status", "image", "resubmit", "download", "recovery", "layers", "overhead"]
+BENCHMARKS = ["cli_start", "plan", "status", "staging", "image", "resubmit", "download", "recovery", "layers",
+              "overhead"]
 
 
 def _cpu() -> str:
@@ -122,6 +124,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     smoke = "--smoke" in argv
+    runs = None  # --runs N: the number of runs of the benchmarks that take one (status, staging)
+    if "--runs" in argv:
+        at = argv.index("--runs")
+        runs = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2:]
     names = [a for a in argv if not a.startswith("-")] or BENCHMARKS
     machine = _machine()
     began = time.perf_counter()
@@ -132,7 +139,8 @@ def main(argv: list[str]) -> int:
         print(f"== bench {name}{' (smoke)' if smoke else ''}", file=sys.stderr, flush=True)
         try:
             module = importlib.import_module(f"bench.{name}")
-            result = module.run(smoke)
+            takes_runs = "runs" in inspect.signature(module.run).parameters
+            result = module.run(smoke, runs=runs) if takes_runs and runs else module.run(smoke)
         except Exception:  # noqa: BLE001 - report it, run the others, exit 1 at the end
             traceback.print_exc()
             failed.append(name)
@@ -144,7 +152,7 @@ def main(argv: list[str]) -> int:
     total = time.perf_counter() - began
     print(f"== {len(results)} benchmark(s) in {total:.0f} s; failed: {', '.join(failed) or 'none'}",
           file=sys.stderr)
-    if not smoke and names == BENCHMARKS:
+    if not smoke and runs is None and names == BENCHMARKS:
         out = Path(__file__).with_name("RESULTS.md")
         out.write_text(_render(results, failed, machine, total))
         print(f"wrote {out}", file=sys.stderr)

@@ -17,6 +17,7 @@ from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.backends import Scope
 from submitter.errors import UsageError
+from submitter.runtime import index
 
 __all__ = ["Scope", "cancel", "scope"]
 
@@ -61,8 +62,8 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
     dropped = []
     for st in tracking.read_statuses(s3, layout, target.run_ids):
         if st.state in contract.NOT_STARTED:
-            st = st.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=contract.iso())
-            s3.put_json(layout.status(st.run_id), st.to_json())
+            ended = st.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=contract.iso())
+            index.put_status(s3, layout, ended, previous=st)
             dropped.append(st.run_id)
     if dropped:
         say(f"{sub}: {len(dropped)} run(s) not started: cancelled")
@@ -83,11 +84,11 @@ def cancel(aws: Aws, s3: S3, where: tracking.Where, target: Scope, say: Callable
         time.sleep(poll_s)
     forced = []
     for st in live:  # never confirmed: what holds it goes anyway below; say what that means
-        st = st.evolve(contract.CANCELLED, ended_at=contract.iso(),
-                       reason=f"cancelled; no confirmation from its worker within {wait_s:.0f} s, instance "
-                              "terminated (outputs may be incomplete)")
-        s3.put_json(layout.status(st.run_id), st.to_json())
-        forced.append(st)
+        ended = st.evolve(contract.CANCELLED, ended_at=contract.iso(),
+                          reason=f"cancelled; no confirmation from its worker within {wait_s:.0f} s, instance "
+                                 "terminated (outputs may be incomplete)")
+        index.put_status(s3, layout, ended, previous=st)
+        forced.append(ended)
     # 4b. A failed run's kept instance (docs/keep.md): the marker ends its window; it is gone before the clean-up.
     from submitter import keep
 

@@ -115,6 +115,7 @@ def keys(plan: Plan) -> list[Crossing]:
     """Every key the layout makes for the submission (with its longest run id) against S3's key limit, with room
     below the prefixes a run writes into; and the staged inputs' keys, file by file."""
     from submitter.backends import staging
+    from submitter.runtime import index as run_index
 
     layout, sub = plan.layout, plan.submission_id
     run = max((r.run_id for r in plan.runs), key=len)
@@ -122,7 +123,7 @@ def keys(plan: Plan) -> list[Crossing]:
             layout.agent_log(run), layout.chunk(run, LARGEST_CHUNK), layout.submission_doc(sub), layout.queued(sub),
             layout.batch_record(sub), layout.batch_runs(sub), layout.submission_cancel(sub),
             layout.instance_report(sub, LONGEST_INSTANCE_ID), layout.runtime(sub),
-            layout.input_complete("f" * staging.DIGEST_CHARS)]
+            layout.input_complete("f" * staging.DIGEST_CHARS), layout.index_entry(sub, run, run_index.LONGEST_ENTRY)]
     made += [prefix + "x" * RUN_PATH_ROOM for prefix in (layout.outputs(run), layout.checkpoints(run))]
     found = []
     for key in made:

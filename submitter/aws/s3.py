@@ -64,6 +64,10 @@ class S3:
                 raise
         return True
 
+    def delete(self, key: str) -> None:
+        with translate("s3", "DeleteObject"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def upload_file(self, path: str, key: str) -> None:
         with translate("s3", "PutObject"):
             self.client.upload_file(path, self.bucket, key)

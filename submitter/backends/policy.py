@@ -10,8 +10,8 @@ from submitter import contract
 from submitter.plan import Plan
 
 VERSION = "2012-10-17"
-# the S3 statements, first
-STORAGE = ("OwnObjectsRead", "OwnRunWrites", "NeverWhatSubmitWrote", "PruneOwnCheckpointsAndLedger", "StagedInputs",
+# The S3 statements, first.
+STORAGE = ("OwnObjectsRead", "OwnRunWrites", "NeverWhatSubmitWrote", "OwnPrunes", "StagedInputs",
            "ListOwnPrefixes")
 
 
@@ -55,6 +55,10 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
     # with the longest names fits IAM's 10,240-character inline limit; what submit wrote there (the run record, a
     # cancel marker) is denied below, and an explicit deny wins over any allow.
     writable = [layout.run(r) + "*" for r in runs]
+    # The run index (runtime/index.py): every run of the submission writes its entries after each status, and
+    # deletes the one its next entry supersedes; one resource for the submission keeps the policy short.
+    index_entries = [layout.index(sub) + "*"]
+    writable += index_entries
     writable.append(layout.instances(sub) + "*")
     submit_wrote = [layout.run_spec("*"), layout.run_cancel("*")]
     # The spend ledger: each run books its own attempts (written, and an attempt's older entry removed), and
@@ -84,12 +88,13 @@ def run_statements(plan: Plan, inputs: Sequence[str] | None = None) -> list[dict
         },
         {
             # Checkpoint generations no kept manifest names are deleted after each sync (runtime/checkpoints.py),
-            # and an attempt's older ledger entry as it renews it (runtime/ledger.py); nothing else.
-            "Sid": "PruneOwnCheckpointsAndLedger",
+            # an attempt's older ledger entry as it renews it (runtime/ledger.py), and a run index entry its next one
+            # supersedes (runtime/index.py); nothing else.
+            "Sid": "OwnPrunes",
             "Effect": "Allow",
             "Action": ["s3:DeleteObject"],
             "Resource": [f"arn:aws:s3:::{bucket}/{layout.checkpoints(r)}*" for r in runs]
-            + [f"arn:aws:s3:::{bucket}/{key}" for key in ledger],
+            + [f"arn:aws:s3:::{bucket}/{key}" for key in ledger + index_entries],
         },
         {
             "Sid": "ListOwnPrefixes",

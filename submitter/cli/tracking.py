@@ -22,11 +22,12 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw the table until every run has ended (Ctrl-C "
                                "stops watching), then print it."),
     every: float = typer.Option(5.0, "--every", metavar="S", help="Seconds between redraws with --watch."),
+    detail: bool = typer.Option(False, "--detail", help="Read every run's status document, not the run index."),
 ) -> None:
     """Runs and their state, instance, price and cost so far."""
     import math
 
-    from submitter import tracking
+    from submitter import status_index, tracking
     from submitter.contract import checkpoint_age_s
     from submitter.errors import UsageError
 
@@ -49,11 +50,11 @@ def status(
 
         say(f"watching {len(run_ids)} run(s), every {every:g} s, until all have ended (Ctrl-C stops watching)")
         with render.watching() as live:
-            states = watch_mod.until_ended(lambda: tracking.statuses(s3, where, run_ids),
+            states = watch_mod.until_ended(lambda: status_index.statuses(s3, where, run_ids, detail=detail),
                                            lambda now: render.statuses(now, live), every)
         render.statuses(states)
         return
-    states = tracking.statuses(s3, where, run_ids)
+    states = status_index.statuses(s3, where, run_ids, detail=detail)
     if not all_ and not target:
         from submitter import contract
 
@@ -69,6 +70,9 @@ def status(
     from submitter import render
 
     render.statuses(states)
+    if status_index.from_index(states):
+        say(f"{status_index.from_index(states)} settled run(s) shown from the run index; --detail reads their "
+            "status documents (reasons, timeline)")
 
 
 def _tracking(ctx: typer.Context) -> tuple[Settings, Any, Any]:

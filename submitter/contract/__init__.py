@@ -192,6 +192,13 @@ class Layout:
     def runtime(self, submission_id: str) -> str:
         return self._key("submissions", submission_id, RUNTIME_ARTEFACT)
 
+    def index(self, submission_id: str) -> str:
+        """The run index (runtime/index.py): one empty object per run state change, its name the table's row."""
+        return self._key("submissions", submission_id, "index") + "/"
+
+    def index_entry(self, submission_id: str, run_id: str, name: str = "") -> str:
+        return self._key("submissions", submission_id, "index", run_id) + "/" + name
+
     # one run
     def run(self, run_id: str) -> str:
         return self._key("runs", run_id) + "/"

@@ -14,6 +14,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
+from submitter.runtime import index
 from submitter.runtime.store import Store
 
 log = logging.getLogger("submitter.runtime")
@@ -88,8 +89,8 @@ def leave(store: Store, layout: Layout, sub: dict[str, Any], run_id: str, reason
     if status.terminal:
         return status.state
     now = contract.iso()
-    status = status.evolve(contract.CANCELLED, reason=reason, ended_at=now, heartbeat_at=now,
-                           submission_id=status.submission_id or str(sub.get("submission_id", "")),
-                           job=status.job or str(sub.get("job", "")))
-    store.put_json(layout.status(run_id), status.to_json())
-    return status.state
+    ended = status.evolve(contract.CANCELLED, reason=reason, ended_at=now, heartbeat_at=now,
+                          submission_id=status.submission_id or str(sub.get("submission_id", "")),
+                          job=status.job or str(sub.get("job", "")))
+    index.put_status(store, layout, ended, previous=status)  # the document and its run index entry
+    return ended.state

@@ -18,6 +18,7 @@ from submitter.runtime import files, rules
 from submitter.runtime.checkpoints import Checkpoints, newest_mtime, stale_warning
 from submitter.runtime.commands import CommandError
 from submitter.runtime.imds import IMDS_ERRORS
+from submitter.runtime.index import Indexer
 from submitter.runtime.ledger import Ledger
 from submitter.runtime.logs import LogShipper, RunLog
 from submitter.runtime.metrics import MetricsShipper
@@ -53,6 +54,8 @@ class Attempt:
         self.final: tuple[str, str] | None = None  # (state, action) once concluded
         self.kept = False  # the process is kept for inspection instead of cleaned up (Host.keep)
         self.ledger: Ledger | None = None  # this attempt's entry in the spend ledger, once its command started
+        self.indexer = Indexer(self.layout, lambda key: self.store.put_bytes(key, b""), self.store.delete)
+        self.indexer.follow(status)  # the document this attempt starts from: its entry is superseded first
 
     # ------------------------------------------------------------------------------------ begin
 
@@ -89,6 +92,10 @@ class Attempt:
 
     def write_status(self) -> None:
         self.store.put_json(self.layout.status(self.run_id), self.status.to_json())
+        try:  # after the document, on a state change only; a missed entry leaves `status` a step behind
+            self.indexer.write(self.status)
+        except CommandError as exc:
+            log.warning("run %s: the run index entry was not written: %s", self.run_id, exc)
 
     def restore(self) -> None:
         mount = self.sub.get("volume_mount") or "/data"

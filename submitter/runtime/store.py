@@ -44,7 +44,8 @@ class Store:
 
     def delete(self, key: str) -> None:
         """Remove object `key`: the instance role may delete only its runs' old checkpoint generations
-        (runtime/checkpoints.py) and their older ledger entries (runtime/ledger.py)."""
+        (runtime/checkpoints.py), their older ledger entries (runtime/ledger.py) and superseded run index entries
+        (runtime/index.py)."""
         raise NotImplementedError
 
     def fetch(self, key: str, path: Path) -> bool:
@@ -186,12 +187,12 @@ class CliStore(Store):
             log.warning("could not look for %s: %s", self.uri(key), result.last_line())
         return result.code == 0
 
+    def delete(self, key: str) -> None:
+        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
+
     def keys(self, prefix: str) -> list[str]:
         answer = parse_json(self.aws("s3api", "list-objects-v2", "--bucket", self.bucket, "--prefix", prefix).out)
         return [str(item["Key"]) for item in answer.get("Contents") or []]
-
-    def delete(self, key: str) -> None:
-        self.aws("s3api", "delete-object", "--bucket", self.bucket, "--key", key, timeout=60)
 
     def fetch(self, key: str, path: Path) -> bool:
         return self.aws("s3", "cp", "--only-show-errors", self.uri(key), str(path), check=False).code == 0

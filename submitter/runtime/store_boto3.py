@@ -45,14 +45,14 @@ class Boto3Store(Store):
             return False
         return True
 
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
     def keys(self, prefix: str) -> list[str]:
         found: list[str] = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             found += [str(o["Key"]) for o in page.get("Contents", [])]
         return found
-
-    def delete(self, key: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     def upload_file(self, path: Path, key: str) -> None:
         self.s3.upload_file(str(path), self.bucket, key)

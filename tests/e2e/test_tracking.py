@@ -42,6 +42,8 @@ def _second_machine(sandbox_env: dict[str, str], home: Path) -> dict[str, str]:
             "SUBMITTER_BUCKET")
     env = {name: sandbox_env[name] for name in keep}
     env.update({"PATH": os.environ["PATH"], "HOME": str(home), "SUBMITTER_HOME": str(home / ".submitter")})
+    if os.environ.get("PYTHONPATH"):  # where the code under test is, when it is not installed (a worktree)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 
@@ -80,6 +82,21 @@ def test_a_second_machine_sees_the_same_status_and_downloads_the_same_results(
     assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
     mine, theirs = json.loads(here.stdout)["runs"], json.loads(there.stdout)["runs"]
     assert theirs == mine and [r["state"] for r in theirs] == ["succeeded", "succeeded"]
+    # The agents kept the run index under the instance role (IAM enforced): each put its entries (queued by
+    # submit, then starting and the end by the agent: 6 in all) and deleted the one it superseded. A delete may
+    # miss when `--wait` removes the role right after the last final status (harmless: the reader takes the
+    # highest), so: every run's latest entry is its end, and fewer than the 6 written are left.
+    from submitter import contract
+    from submitter.runtime import index
+
+    layout = contract.Layout("submitter")
+    pages = sandbox_clients("s3").get_paginator("list_objects_v2").paginate(
+        Bucket=sandbox["bucket"], Prefix=layout.index(submission))
+    entries = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    latest = index.latest(entries, layout, submission)
+    assert sorted(latest) == sorted(r["run_id"] for r in theirs) and len(entries) < 6, entries
+    assert all(row["state"] == contract.SUCCEEDED and row["exit_code"] == 0 and row["attempt"] == 1 and not tied
+               for row, tied in latest.values()), latest
     table = _run({**there_env, "COLUMNS": "250"}, "status", submission, cwd=home)
     assert all(r["run_id"] in table.stdout for r in theirs)
 

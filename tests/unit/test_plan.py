@@ -227,14 +227,15 @@ def test_instance_policy_is_scoped_to_this_submission(project: Path) -> None:
     assert wildcard == ["EcrLogin", "ReadSpotPrice"]  # actions with no resource-level scoping
     no_writes_elsewhere = [a for s in policy["Statement"] for a in s["Action"] if s["Effect"] == "Allow"
                            and a.startswith(("iam:", "ec2:Run", "ec2:Terminate", "s3:Delete"))
-                           and s["Sid"] != "PruneOwnCheckpointsAndLedger"]
+                           and s["Sid"] != "OwnPrunes"]
     assert no_writes_elsewhere == []
-    # The only deletes: old checkpoint generations of its own runs (runtime/checkpoints.py prunes them), and a
-    # run's own older ledger entry, as an attempt renews it (runtime/ledger.py).
-    assert statements["PruneOwnCheckpointsAndLedger"]["Action"] == ["s3:DeleteObject"]
-    assert statements["PruneOwnCheckpointsAndLedger"]["Resource"] == [
+    # The only deletes: old checkpoint generations of its own runs (runtime/checkpoints.py prunes them), a run's
+    # own older ledger entry, as an attempt renews it (runtime/ledger.py), and its superseded run index entries.
+    assert statements["OwnPrunes"]["Action"] == ["s3:DeleteObject"]
+    assert statements["OwnPrunes"]["Resource"] == [
         f"arn:aws:s3:::bkt/submitter/runs/{sub}-?/checkpoints/*",
-        f"arn:aws:s3:::bkt/submitter/ledger/*/{sub}-?/attempt-*"]
+        f"arn:aws:s3:::bkt/submitter/ledger/*/{sub}-?/attempt-*",
+        f"arn:aws:s3:::bkt/submitter/submissions/{sub}/index/*"]
     # What submit wrote in a run's folder (the run record, a cancel marker): an explicit deny, which wins
     assert statements["NeverWhatSubmitWrote"]["Effect"] == "Deny"
     assert statements["NeverWhatSubmitWrote"]["Resource"] == [

@@ -22,6 +22,7 @@ from submitter.backends.batch.job import (
 from submitter.errors import SettingsError
 from submitter.plan import Plan, uses_gpu
 from submitter.progress import Progress
+from submitter.runtime import index
 
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 GRACE_S = 20  # Batch sends SIGKILL 30 s after SIGTERM
@@ -115,6 +116,6 @@ def cancel(aws: Aws, s3: S3, layout: contract.Layout, submission: str, runs: lis
     for run_id in targets:
         status = contract.Status.from_json(s3.get_json(layout.status(run_id)), run_id)
         if status.state == contract.QUEUED and not status.started_at:
-            status = status.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=now)
-            s3.put_json(layout.status(run_id), status.to_json())
+            ended = status.evolve(contract.CANCELLED, reason="cancelled before it started", ended_at=now)
+            index.put_status(s3, layout, ended, previous=status)
     return job_ids

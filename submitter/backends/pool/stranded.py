@@ -9,6 +9,7 @@ from submitter.aws.s3 import S3
 from submitter.aws.session import Aws
 from submitter.backends.pool import capacity
 from submitter.backends.pool.resources import Names
+from submitter.runtime import index
 
 
 def stranded(aws: Aws, s3: S3, layout: contract.Layout, submission: str,
@@ -24,7 +25,7 @@ def stranded(aws: Aws, s3: S3, layout: contract.Layout, submission: str,
     reason = f"no worker left: {reasons[-1]}" if reasons else "no worker left (every instance exited)"
     marked = []
     for status in mine:
-        status = status.evolve(contract.FAILED, reason=reason)
-        s3.put_json(layout.status(status.run_id), status.to_json())
-        marked.append(status)
+        failed = status.evolve(contract.FAILED, reason=reason)
+        index.put_status(s3, layout, failed, previous=status)
+        marked.append(failed)
     return marked
