@@ -1,13 +1,19 @@
-"""Functional-test helpers: an in-process moto account with what a submission needs."""
+"""Functional-test helpers: an in-process moto account with what a submission needs. The helper modules beside
+this file (moto_bucket.py) are importable as plain modules (pytest runs with --import-mode=importlib, which puts
+no test folder on sys.path)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-import pytest
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402 - after the path set-up above
 
 REGION = "us-east-1"
 

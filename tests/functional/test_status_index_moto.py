@@ -8,9 +8,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
+import moto_bucket
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from submitter import contract, status_index, tracking
@@ -27,20 +26,7 @@ SUB = "exp-20261126-070000-abc123"
 
 @pytest.fixture()
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S3]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SUBMITTER_SANDBOX", "SUBMITTER_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("SUBMITTER_BUCKET", BUCKET)
-    monkeypatch.setenv("SUBMITTER_PREFIX", "p")
-    monkeypatch.setenv("SUBMITTER_REGION", REGION)
-    monkeypatch.setenv("SUBMITTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.chdir(tmp_path)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET)
-        yield S3(client, BUCKET)
+    yield from moto_bucket.bucket(monkeypatch, tmp_path, BUCKET)
 
 
 def _sweep(s3: S3, runs: int, indexed: bool = True) -> list[str]:

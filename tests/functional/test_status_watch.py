@@ -9,9 +9,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
+import moto_bucket
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from submitter import tracking
@@ -26,17 +25,7 @@ HANG_GUARD_S = 120  # generous: the watch ends within a few polls; this only sto
 
 @pytest.fixture()
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S3]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SUBMITTER_SANDBOX"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("SUBMITTER_BUCKET", BUCKET), ("SUBMITTER_PREFIX", "p"), ("SUBMITTER_REGION", REGION),
-                        ("SUBMITTER_HOME", str(tmp_path / "home")), ("COLUMNS", "250")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET)
-        yield S3(client, BUCKET)
+    yield from moto_bucket.bucket(monkeypatch, tmp_path, BUCKET)
 
 
 def _submission(s3: S3, states: list[str]) -> tuple[str, list[str]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import moto_bucket
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from submitter import pricing, tracking
@@ -34,20 +34,7 @@ def _iso(moment: datetime) -> str:
 
 @pytest.fixture()
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[S3]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "SUBMITTER_SANDBOX", "SUBMITTER_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("SUBMITTER_BUCKET", BUCKET)
-    monkeypatch.setenv("SUBMITTER_PREFIX", "p")
-    monkeypatch.setenv("SUBMITTER_REGION", REGION)
-    monkeypatch.setenv("SUBMITTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped, so rows can be asserted
-    monkeypatch.chdir(tmp_path)  # no stray .env; ./results lands here
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET)
-        yield S3(client, BUCKET)
+    yield from moto_bucket.bucket(monkeypatch, tmp_path, BUCKET)
 
 
 @pytest.fixture()
