@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -126,7 +127,10 @@ class Staged:
         plan's own scoped policy is tested by test_submit.py and tests/unit/test_policy_scope.py)."""
         region, bucket = self.sandbox.state["region"], self.bucket
         return {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            # DeleteObject: a worker prunes its runs' old checkpoint generations and renews its ledger and run
+            # index entries (the plan's own policy scopes each of them: tests/unit/test_plan.py)
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                                           "s3:DeleteObject"],
              "Resource": [f"arn:aws:s3:::{bucket}/{self.prefix}/*"]},
             {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
             {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
@@ -223,7 +227,10 @@ def test_a_spot_notice_requeues_the_run_and_the_next_instance_resumes_it(sandbox
     metrics = json.loads(staged.text(staged.layout.outputs(run_id) + "metrics.json") or "{}")
     assert metrics["status"] == "completed", metrics
     agent_log = staged.text(staged.layout.agent_log(run_id)) or ""
-    assert "spot interruption notice" in agent_log and "checkpoints restored: 1 file(s)" in agent_log
+    assert "spot interruption notice" in agent_log, agent_log
+    # the resume restored the manifest the interrupted attempt's final sync wrote, verified (runtime/checkpoints.py)
+    assert re.search(r"checkpoints restored from manifest \d+ \(attempt 1, .*\): 1 file\(s\), verified", agent_log), \
+        agent_log
     report = json.loads(staged.text(staged.layout.instance_report(staged.submission, first)) or "{}")
     assert report["state"] == "interrupted", report
 

@@ -53,6 +53,10 @@ def _runs(env: dict[str, str], target: str) -> list[dict[str, Any]]:
 def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the_next_submit(
     sandbox: Any, sandbox_env: dict[str, str], sandbox_clients: Any, project: Path
 ) -> None:
+    # A prefix of its own: the month's ledger is everything under the bucket and prefix, and the session's other
+    # tests book their runs under the shared one.
+    prefix = "budget-" + uuid.uuid4().hex[:8]
+    env = {**sandbox_env, "SUBMITTER_PREFIX": prefix}
     sweep = _spec(project, """\
         command: [python, -c, "import time; time.sleep(240); print('done')"]
         resources: {instance_types: [t3.medium], max_price: 0.05, volume_gb: 1}
@@ -60,10 +64,10 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
         sweep: {LR: [0.1, 0.05]}
         queue: {max_workers: 1}
     """)
-    plan = json.loads(_cli(sandbox_env, "submit", str(sweep), "--dry-run", "--json").stdout)
+    plan = json.loads(_cli(env, "submit", str(sweep), "--dry-run", "--json").stdout)
     worst = plan["estimate"]["total_at_most"]
     budget = round(worst * 1.02, 6)  # the sweep's worst case fits; r5.xlarge passes it in under 90 s
-    with_budget = {**sandbox_env, "SUBMITTER_BUDGET": str(budget)}
+    with_budget = {**env, "SUBMITTER_BUDGET": str(budget)}
     shown = json.loads(_cli(with_budget, "submit", str(sweep), "--dry-run", "--json").stdout)["budget"]
     assert shown["budget"] == budget and shown["this_submission"] == worst and shown["spent"] is None
 
@@ -74,7 +78,7 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
         deadline = time.monotonic() + TIMEOUT
         running: list[dict[str, Any]] = []
         while time.monotonic() < deadline and first.poll() is None and not running:
-            running = [r for r in _runs(sandbox_env, sweep.stem) if r.get("state") == contract.RUNNING]
+            running = [r for r in _runs(env, sweep.stem) if r.get("state") == contract.RUNNING]
             time.sleep(3)
         assert running and first.poll() is None, "the sweep's first run never ran"
         submission = str(running[0]["submission_id"])
@@ -83,7 +87,7 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
             resources: {instance_types: [r5.xlarge], max_price: 0.2, volume_gb: 1}
             limits: {max_runtime: 10m}
         """)
-        spender = _cli(sandbox_env, "submit", str(other), "--wait", "--json")  # no SUBMITTER_BUDGET: not checked
+        spender = _cli(env, "submit", str(other), "--wait", "--json")  # no SUBMITTER_BUDGET: not checked
         assert spender.returncode == 0, spender.stdout + spender.stderr
         (spent_run,) = json.loads(spender.stdout)["runs"]
         assert spent_run["cost"] >= budget, spent_run
@@ -97,7 +101,7 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
     assert "monthly budget reached" in runs[1]["reason"] and "not started" in runs[1]["reason"], runs[1]
     assert runs[1].get("started_at") is None and runs[1].get("attempt", 0) == 0, "the second run never started"
     # The worker said why it left, and left the group for good: no replacement was launched.
-    s3, bucket, layout = sandbox_clients("s3"), sandbox["bucket"], contract.Layout("submitter")
+    s3, bucket, layout = sandbox_clients("s3"), sandbox["bucket"], contract.Layout(prefix)
     reports = sandbox.wait_for(lambda: [o["Key"] for o in s3.list_objects_v2(
         Bucket=bucket, Prefix=layout.instances(submission)).get("Contents", [])], 120, "the worker's report")
     assert len(reports) == 1, reports
@@ -123,4 +127,4 @@ def test_the_budget_lets_the_current_run_finish_stops_the_worker_and_refuses_the
     assert f"budget: {contract.usd(budget)}" in message and f"spent {contract.usd(view['spent'])}" in message
     assert "remaining $-" in message and f"this submission {contract.usd(worst)}" in message, message
     assert "Traceback" not in message
-    assert {r["submission_id"] for r in _runs(sandbox_env, sweep.stem)} == {submission}, "nothing new was staged"
+    assert {r["submission_id"] for r in _runs(env, sweep.stem)} == {submission}, "nothing new was staged"
