@@ -369,4 +369,4 @@ def lookup_prices(loaded: LoadedSpec, settings: Settings) -> Market:
 
 def target_capacity(spec: JobSpec) -> int:
     """How many instances the job asks for at once: what the placement scores are asked about."""
-    return max(1, min(len(expand(spec, "x-00000000-000000-000000")), spec.queue.max_workers))
+    return max(1, min(spec.run_count, spec.queue.max_workers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -292,9 +293,11 @@ class JobSpec(_Model):
         clash = sorted(set(self.env) & set(self.sweep))
         if clash:
             raise ValueError(f"{clash[0]} is set in both env and sweep; keep it in one of them")
-        combos = 1
-        for values in self.sweep.values():
-            combos *= len(values)
-        if combos > MAX_RUNS:
-            raise ValueError(f"sweep makes {combos} runs; at most {MAX_RUNS} per submission")
+        if self.run_count > MAX_RUNS:
+            raise ValueError(f"sweep makes {self.run_count} runs; at most {MAX_RUNS} per submission")
         return self
+
+    @property
+    def run_count(self) -> int:
+        """How many runs the spec makes: the product of its sweep's value counts (1 without a sweep)."""
+        return math.prod(len(values) for values in self.sweep.values())
