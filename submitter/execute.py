@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from submitter import backends, contract, plan_limits, tracking
+from submitter import backends, contract, plan_limits, status_index, tracking
 from submitter import settings as settings_mod
 from submitter.aws import s3 as s3_api
 from submitter.aws.s3 import S3
@@ -168,6 +168,7 @@ def wait(
             if stranded:
                 say(f"{sub.plan.submission_id}: no worker is left for {len(stranded)} run(s): {stranded[0].reason}")
         time.sleep(poll_s)
+    status_index.complete(s3, where, states)  # before the roles go: a writer may not have put its last entry
     for sub in submitted:
         removed = sub.backend.clean_up(aws, sub.plan.submission_id)
         if removed:

@@ -50,6 +50,26 @@ def statuses(s3: S3, where: tracking.Where, run_ids: list[str], detail: bool = F
     return [rows[r] for r in run_ids]
 
 
+def complete(s3: S3, where: tracking.Where, states: list[dict[str, Any]]) -> int:
+    """Put the index entry of every ended run whose document the index does not show yet; returns how many.
+
+    The writer of a final document puts its entry right after it, and whoever waited for that document may
+    remove the writer's role (and end its instance) in between: `submit --wait` calls this first. An entry is a
+    function of its document, so one put here and one by the writer are the same key, never a tie."""
+    put = 0
+    for sub, runs in _by_submission([st["run_id"] for st in states if st.get("state") in contract.TERMINAL]).items():
+        if sub is None:
+            continue
+        keys = {str(o["Key"]) for o in s3.objects(where.layout.index(sub))}
+        for run_id in runs:
+            doc = next(st for st in states if st["run_id"] == run_id)
+            key = where.layout.index_entry(sub, run_id, index.entry(contract.Status.from_json(doc, run_id)))
+            if key not in keys:
+                s3.put_bytes(key, b"")
+                put += 1
+    return put
+
+
 def _by_submission(run_ids: list[str]) -> dict[str | None, list[str]]:
     groups: dict[str | None, list[str]] = {}
     for run_id in run_ids:

@@ -132,3 +132,24 @@ def test_the_cli_says_how_many_rows_came_from_the_index(s3: S3) -> None:
     assert f"{80 - status_index.DOCUMENT_READS} settled run(s) shown from the run index" in table.stderr
     detail = CliRunner().invoke(app, ["status", SUB, "--json", "--detail"])
     assert status_index.from_index(json.loads(detail.stdout)["runs"]) == 0
+
+
+def test_complete_puts_the_entry_a_writer_missed_and_the_same_key_as_the_writer(s3: S3) -> None:
+    """`submit --wait` may remove the role between an agent's final document and its entry: `complete` puts the
+    entry from the document, the very key the agent would have put, so nothing ties."""
+    ids = _sweep(s3, 8)
+    running = contract.Status.from_json(s3.get_json(LAYOUT.status(ids[0])), ids[0])
+    ended = running.evolve(contract.SUCCEEDED, exit_code=0, ended_at="2026-11-26T07:10:00Z", cost=0.0123456789)
+    s3.put_json(LAYOUT.status(ids[0]), ended.to_json())  # the agent's last document; its entry never came
+    states = tracking.statuses(s3, WHERE, ids)
+    assert index.latest([o["Key"] for o in s3.objects(LAYOUT.index(SUB))], LAYOUT, SUB)[ids[0]][0]["state"] in (
+        contract.ACTIVE)
+
+    assert status_index.complete(s3, WHERE, states) == 1
+    latest = index.latest([o["Key"] for o in s3.objects(LAYOUT.index(SUB))], LAYOUT, SUB)
+    assert latest[ids[0]] == ({**index.parse(ids[0], index.entry(ended)), "seq": index.seq(ended)}, False)
+    assert latest[ids[0]][0]["cost"] == 0.0123456789
+    # the agent's own put, late, is the same key; a second `complete` has nothing to do
+    index.Indexer(LAYOUT, lambda key: s3.put_bytes(key, b"")).write(ended)
+    assert status_index.complete(s3, WHERE, tracking.statuses(s3, WHERE, ids)) == 0
+    assert not index.latest([o["Key"] for o in s3.objects(LAYOUT.index(SUB))], LAYOUT, SUB)[ids[0]][1]
