@@ -46,7 +46,8 @@ def _api() -> Iterator[dict[str, str]]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Its own process, as in the sandbox (the daemon): a server sharing this process's GIL would slow both.
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    # moto with the sandbox's speed patches (submitter/sandbox/speed.py), not its IAM enforcement or emulations.
+    server = subprocess.Popen([sys.executable, "-m", "submitter.sandbox.speed", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -57,7 +58,7 @@ def _api() -> Iterator[dict[str, str]]:
             time.sleep(0.1)
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_REGION": "us-east-1",
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-               "SUBMITTER_BUCKET": "bench-status", "via": "a moto server (the sandbox's API) of its own"}
+               "SUBMITTER_BUCKET": "bench-status", "via": "a moto server of its own with the sandbox's speed patches"}
         yield env
     finally:
         server.terminate()

@@ -29,6 +29,7 @@ log = logging.getLogger("submitter.runtime")
 
 CHECKPOINT_EVERY = 60.0
 SYNC_TIMEOUT = 600  # the final checkpoint sync waits this long for a periodic one still running
+NOTICE_EVERY = 1.0  # seconds between spot notice reads within a tick (IMDS is local; a tick does the rest)
 
 
 class Attempt:
@@ -148,12 +149,12 @@ class Attempt:
         tick = 0
         last_heartbeat = last_sync = time.monotonic()
         while True:
-            code = self.process.wait(self.host.tick)
+            code, ending = self.wait_tick()
             if code is not None:
                 log.info("run %s: %s exited with %d", self.run_id, self.process.noun, code)
                 return Ending(rules.EXITED, code)
             tick += 1
-            ending = self.check(tick)
+            ending = ending or self.check(tick)
             if ending is not None:
                 log.warning("run %s: stopping (%s)", self.run_id, ending.reason)
                 self.stop()
@@ -179,6 +180,34 @@ class Attempt:
                 self.sync = threading.Thread(target=self.sync_checkpoints, daemon=True)
                 self.sync.start()
 
+    def wait_tick(self) -> tuple[int | None, Ending | None]:
+        """One tick: the command's exit code when it ended, or a spot notice, looked for every NOTICE_EVERY
+        seconds (a local IMDS read: every second taken off here is a second more of the 2-minute notice)."""
+        end = time.monotonic() + self.host.tick
+        while True:
+            code = self.process.wait(max(min(NOTICE_EVERY, end - time.monotonic()), 0.0))
+            if code is not None or time.monotonic() >= end:
+                return code, None
+            notice = self.spot_notice()
+            if notice is not None:
+                return None, notice
+
+    def spot_notice(self) -> Ending | None:
+        host = self.host
+        if host.imds is None:
+            return None
+        try:
+            action = host.imds.spot_action()
+        except IMDS_ERRORS as exc:
+            log.warning("IMDS: %s", exc)
+            if host.imds_optional:
+                host.imds = None
+            return None
+        if not action:
+            return None
+        self.action_time = contract.parse_iso(action.get("time", ""))
+        return Ending(rules.SPOT, reason=f"spot interruption notice ({action.get('action')} at {action.get('time')})")
+
     def check(self, tick: int) -> Ending | None:
         """Why to stop now (the host stopping, a spot notice, cancel, a limit), or None."""
         host = self.host
@@ -186,13 +215,11 @@ class Attempt:
             if host.cancelled(self.run_id):
                 return Ending(rules.CANCEL, reason="cancelled")
             return Ending(rules.HOST, reason=host.stop_reason)
+        notice = self.spot_notice()
+        if notice is not None:
+            return notice
         if host.imds is not None:
             try:
-                action = host.imds.spot_action()
-                if action:
-                    self.action_time = contract.parse_iso(action.get("time", ""))
-                    return Ending(rules.SPOT, reason=f"spot interruption notice ({action.get('action')} at "
-                                                     f"{action.get('time')})")
                 if not host.rebalance_seen and host.imds.get("meta-data/events/recommendations/rebalance"):
                     host.rebalance_seen = True
                     log.warning("EC2 recommends a rebalance: this host's capacity is at elevated risk")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from submitter.runtime.credentials import answer_json
-from submitter.sandbox import batch, fidelity, iam, limits, placement, prices
+from submitter.sandbox import batch, fidelity, iam, limits, placement, prices, speed
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -151,6 +151,7 @@ def main(argv: list[str]) -> int:
     ports = st.ports(args.port_base)
     paths = st.Paths(args.home / "sandbox")
     endpoint = f"http://127.0.0.1:{ports['moto']}"
+    speed.install()  # two costs of moto's own that AWS does not have
     install_price_table()
     placement.install()  # GetSpotPlacementScores, which moto lacks, from the same table
     fidelity.install()  # spot groups launch the way EC2 does (type, AZ, IMDS options, AMI)

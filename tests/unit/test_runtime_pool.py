@@ -17,7 +17,7 @@ from runtime_memory import MemoryStore
 
 from submitter import contract
 from submitter.contract import Layout, Status
-from submitter.runtime import docker, host, pool
+from submitter.runtime import docker, host, pool, rules
 from submitter.runtime.commands import Result, not_found, parse_json
 from submitter.runtime.imds import Imds
 from submitter.runtime.lifecycle import Attempt
@@ -298,3 +298,31 @@ def test_a_missing_data_volume_is_a_boot_error(tmp_path: Path) -> None:
     devices = (str(tmp_path / "sdf"), str(tmp_path / "xvdf"))
     with pytest.raises(host.BootError, match=r"^data volume .*/sdf did not mount: no .*/sdf or .*/xvdf after 0 s$"):
         host.prepare_volume("i-1", tmp_path / "work", devices, 0.1)
+
+
+class EndlessProcess(IdleProcess):
+    """A command that never ends: `wait` takes all the time it is given."""
+
+    def wait(self, timeout: float) -> int | None:
+        time.sleep(timeout)
+        return None
+
+
+def test_a_spot_notice_is_seen_within_a_second_not_at_the_next_tick(tmp_path: Path, imds: FakeImds) -> None:
+    store = MemoryStore("b")
+    worker = _agent(store, {"on_interruption": 3})
+    worker.host.imds = Imds(imds.endpoint)
+    assert worker.host.tick == 5.0
+    status = Status.from_json({"run_id": "r-0", "state": "running", "failures": 0})
+    attempt = Attempt(worker.host, {"run_id": "r-0"}, status, EndlessProcess(tmp_path), RecordingSettlement())
+    threading.Timer(0.3, lambda: setattr(imds, "notice", {"action": "terminate",
+                                                          "time": "2026-11-26T07:02:00Z"})).start()
+    start = time.monotonic()
+    code, ending = attempt.wait_tick()
+    assert code is None and ending is not None and ending.kind == rules.SPOT
+    assert time.monotonic() - start < worker.host.tick - 1  # read every NOTICE_EVERY, not at the tick
+    assert attempt.action_time == contract.parse_iso("2026-11-26T07:02:00Z")
+    # without a notice a tick still lasts the whole tick, the command's exit being looked for all along
+    imds.notice = None
+    start = time.monotonic()
+    assert attempt.wait_tick() == (None, None) and time.monotonic() - start >= 4.9
