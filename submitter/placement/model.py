@@ -27,7 +27,9 @@ MIN_BILLED_S = 60  # EC2 pricing: Linux instances billed per second with a 60-se
 ECR_MB_S = 80  # in-region ECR pull: c5.large's baseline network is 0.75 Gbps (about 94 MB/s); 80 effective
 S3_MB_S = 80  # in-region S3 upload and download, the same network bound
 OUTPUTS_MB = 1000  # a training run's final outputs and last checkpoint: assume 1 GB
-DRAIN_S = 2 * 20  # runtime/pool.py: EMPTY_RECEIVES_TO_EXIT (2) x RECEIVE_WAIT (20 s) before the worker leaves
+# runtime/pool.py: the worker that ran the last run lists the run index (two AWS CLI calls) and leaves; a drain of
+# EMPTY_RECEIVES_TO_EXIT (2) x RECEIVE_WAIT (20 s) is left only while another worker's run may still come back.
+DRAIN_S = 2
 SHUTDOWN_S = 5  # the agent's exit and TerminateInstanceInAutoScalingGroup; billing ends at shutting-down
 # The boot's `dnf install -y awscli-2` (docs/decisions.md, "Instance AMI"): no published figure; the upper end of
 # a reasoned 15-30 s.

@@ -13,7 +13,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
-from submitter.runtime import credentials, ledger
+from submitter.runtime import credentials, index, ledger
 from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
@@ -101,6 +101,7 @@ class Agent:
         self.queue_url = ""
         self.current: Attempt | None = None
         self.kept = False  # this worker kept a failed run's instance: it takes no more runs
+        self.ended = False  # the run index showed every run of the submission ended: drained without waiting
         # When this worker started (the boot script starts it right after the host's install): the instance
         # report's start, so the submit side can count instance-hours per pool (placement/history.py).
         self.booted_at = contract.iso()
@@ -135,6 +136,8 @@ class Agent:
             messages = host.store.receive(self.queue_url, RECEIVE_WAIT, contract.VISIBILITY_TIMEOUT_S)
             if not messages:
                 empty += 1
+                if self.all_ended():
+                    break
                 continue
             empty = 0
             ending = self.handle(messages[0])
@@ -146,6 +149,8 @@ class Agent:
                 # The boot script powers off without leaving the group: the group replaces this worker,
                 # and the replacement resumes the run just put back on the queue.
                 return contract.EXIT_RETRY
+            if self.all_ended():  # this worker ran the last run: nothing can come back to the queue
+                break
         if host.boot_error:
             self.report(contract.BOOT_FAILED, host.boot_error)
             return EXIT_BOOT_FAILED
@@ -154,8 +159,23 @@ class Agent:
             # the group so whatever is left on the queue gets a worker.
             self.report(contract.STOPPED, "the host is shutting down")
             return contract.EXIT_RETRY
-        self.report(contract.DRAINED, "the queue is empty")
+        self.report(contract.DRAINED, "every run has ended" if self.ended else "the queue is empty")
         return 0
+
+    def all_ended(self) -> bool:
+        """Every run of the submission has ended, as its run index says (one listing): no run can come back to
+        the queue, so the worker leaves now instead of after EMPTY_RECEIVES_TO_EXIT long polls (40 s billed).
+        Anything the index cannot settle (a run without an entry, a tie, a failed listing) means: drain as usual."""
+        host, sub = self.host, str(self.args.submission)
+        try:
+            runs = contract.queued_runs(host.store.read_json(host.layout.queued(sub)))
+            latest = index.latest(host.store.keys(host.layout.index(sub)), host.layout, sub)
+        except (CommandError, ValueError) as exc:
+            log.warning("the run index could not be read (%s): draining the queue", exc)
+            return False
+        self.ended = bool(runs) and all(
+            run in latest and latest[run][0]["state"] in contract.TERMINAL and not latest[run][1] for run in runs)
+        return self.ended
 
     def boot(self) -> None:
         host = self.host

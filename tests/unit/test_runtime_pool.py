@@ -17,7 +17,7 @@ from runtime_memory import MemoryStore
 
 from submitter import contract
 from submitter.contract import Layout, Status
-from submitter.runtime import docker, host, pool, rules
+from submitter.runtime import docker, host, index, pool, rules
 from submitter.runtime.commands import Result, not_found, parse_json
 from submitter.runtime.imds import Imds
 from submitter.runtime.lifecycle import Attempt
@@ -326,3 +326,32 @@ def test_a_spot_notice_is_seen_within_a_second_not_at_the_next_tick(tmp_path: Pa
     imds.notice = None
     start = time.monotonic()
     assert attempt.wait_tick() == (None, None) and time.monotonic() - start >= 4.9
+
+
+def test_a_worker_leaves_without_draining_once_the_index_shows_every_run_ended() -> None:
+    sub = "exp1-20261130-120000-abcdef"
+    layout = Layout("p")
+    store = MemoryStore("b")
+    worker = _agent(store, {}, submission=sub)
+    runs = [f"{sub}-{i}" for i in range(3)]
+    assert not worker.all_ended()  # nothing queued yet: nothing to go by
+    store.put_json(layout.queued(sub), {"runs": runs})
+    statuses = [Status(r, sub, "exp1", contract.QUEUED) for r in runs]
+    for status in statuses:
+        index.put_status(store, layout, status)
+    assert not worker.all_ended()
+    ended = [s.evolve(contract.SUCCEEDED, attempt=1, exit_code=0) for s in statuses[:2]]
+    for old, new in zip(statuses, ended):
+        index.put_status(store, layout, new, previous=old)
+    assert not worker.all_ended()  # one run is still queued: it may yet come back to this worker
+    running = statuses[2].evolve(contract.RUNNING, attempt=1)
+    index.put_status(store, layout, running, previous=statuses[2])
+    assert not worker.all_ended()
+    index.put_status(store, layout, running.evolve(contract.INTERRUPTED), previous=running)
+    assert not worker.all_ended()  # interrupted: the group's replacement takes it again
+    failed = running.evolve(contract.FAILED, attempt=2, exit_code=1)
+    index.put_status(store, layout, failed, previous=running.evolve(contract.INTERRUPTED))
+    assert worker.all_ended() and worker.ended
+    # an entry that ties with the latest (two writers disagree) is not settled: drain as usual
+    store.put_bytes(layout.index_entry(sub, runs[2], index.entry(failed.evolve(contract.CANCELLED))), b"")
+    assert not worker.all_ended()
