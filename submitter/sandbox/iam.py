@@ -108,6 +108,7 @@ def install() -> None:
         IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
     _refuse_sessions_of_deleted_roles()
     _auth_errors_in_json_for_json_clients()
+    _audit_instance_ends()
 
 
 def _refuse_sessions_of_deleted_roles() -> None:
@@ -155,6 +156,32 @@ def _auth_errors_in_json_for_json_clients() -> None:
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authenticate  # type: ignore[method-assign]
 
 
+# Calls that end an instance or may make a group end one: the daemon's log names who made each (AWS's CloudTrail
+# would), so an instance that went away mid-test can be traced to its caller.
+AUDITED = frozenset({"TerminateInstances", "StopInstances", "DeleteAutoScalingGroup", "SetDesiredCapacity",
+                     "UpdateAutoScalingGroup", "TerminateInstanceInAutoScalingGroup", "DetachInstances"})
+
+
+def _audit_instance_ends() -> None:
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+    if getattr(original, "audited", False):
+        return
+
+    def authenticate(self: Any, resource: str = "*") -> None:
+        original(self, resource)
+        action = (self.querystring.get("Action") or [""])[0] if isinstance(self.querystring, dict) else ""
+        if action in AUDITED:
+            key = re.search(r"Credential=([A-Z0-9]+)/", str(self.headers.get("Authorization", "")))
+            named = {k: v for k, v in self.querystring.items()
+                     if k.startswith(("InstanceId", "AutoScalingGroupName", "DesiredCapacity", "MinSize", "MaxSize"))}
+            log.info("audit: %s by %s %s", action, key.group(1) if key else "?", named)
+
+    authenticate.audited = True  # type: ignore[attr-defined]
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = authenticate  # type: ignore[method-assign]
+
+
 def create_admin(account: str) -> tuple[str, str]:
     """The administrator user the CLI side signs as; returns its (access key id, secret)."""
     from moto.iam.models import iam_backends
@@ -164,6 +191,7 @@ def create_admin(account: str) -> tuple[str, str]:
         iam.create_user("us-east-1", ADMIN_USER)
         iam.put_user_policy(ADMIN_USER, "administrator", json.dumps(ADMIN_POLICY))
     key = iam.create_access_key(ADMIN_USER)
+    log.info("the CLI side signs as user %s (access key %s)", ADMIN_USER, key.access_key_id)
     return key.access_key_id, key.secret_access_key
 
 

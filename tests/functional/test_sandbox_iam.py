@@ -39,6 +39,8 @@ def enforcing(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[boto3.Session, 
         monkeypatch.setattr(IAMPolicyStatement, name, IAMPolicyStatement.__dict__[name])
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", moto_settings.INITIAL_NO_AUTH_ACTION_COUNT)
     monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", ActionAuthenticatorMixin.request_count)
+    monkeypatch.setattr(ActionAuthenticatorMixin, "_authenticate_and_authorize_normal_action",
+                        ActionAuthenticatorMixin._authenticate_and_authorize_normal_action)
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
@@ -156,3 +158,17 @@ def test_credentials_of_a_deleted_role_are_refused_with_403_not_an_internal_erro
             assert (err.response["Error"]["Code"], err.response["ResponseMetadata"]["HTTPStatusCode"]) == (code, 403)
         else:
             raise AssertionError("a deleted role's credentials were accepted")
+
+
+def test_who_ended_an_instance_is_in_the_log(enforcing, caplog: pytest.LogCaptureFixture) -> None:
+    """TerminateInstances and the group calls that may end instances are logged with the caller's access key."""
+    admin, _ = enforcing
+    ec2 = admin.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    with caplog.at_level("INFO", logger=iam.log.name):
+        ec2.describe_instances(InstanceIds=[iid])
+        ec2.terminate_instances(InstanceIds=[iid])
+    key = admin.get_credentials().access_key
+    assert [r.getMessage() for r in caplog.records if "audit" in r.getMessage()] == [
+        f"audit: TerminateInstances by {key} {{'InstanceId.1': ['{iid}']}}"]
