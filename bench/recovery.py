@@ -260,10 +260,12 @@ def run(smoke: bool = False) -> dict[str, object]:
         "met": requeue <= TARGET_REQUEUE_S and ours <= TARGET_OURS_S,
     }
     notes = [
-        f"a notice of {NOTICE_S} s, AWS's; the agent looks at the instance metadata every TICK (5 s, "
-        "runtime/lifecycle.py), so detection costs 0-5 s; it then stops the job (SIGTERM, the job saves its "
-        "checkpoint and exits), uploads the log, outputs and the final checkpoint sync, writes the status and "
-        "makes the queue message visible again; the host then powers off.",
+        f"a notice of {NOTICE_S} s, AWS's; the agent reads the notice from the instance metadata every second "
+        "(NOTICE_EVERY, runtime/lifecycle.py; its other checks run every 5 s tick), so detection costs 0-1 s; it "
+        "then stops the job (SIGTERM, the job saves its checkpoint and exits), uploads the log, metrics, outputs "
+        "and the final checkpoint sync side by side, writes the status and makes the queue message visible "
+        "again; the host then powers off. The replacement restores the checkpoint, the log and the metrics side "
+        "by side too.",
         "requeued is seen by polling status.json every 0.2 s; the message's release is the agent's next call.",
         "the image is already on the sandbox's engine (one engine for every simulated host), so the replacement "
         "pulls nothing here; on AWS it pulls the image again (the 3.5 GB CUDA image: see the on-paper overhead, "
@@ -278,10 +280,8 @@ def run(smoke: bool = False) -> dict[str, object]:
     ]
     if ours > TARGET_OURS_S:
         notes.append(f"our share misses its target by {ours - TARGET_OURS_S:.1f} s. Detection is "
-                     f"{figures['notice -> agent sees it (s)']} s of it: the agent reads the notice once per 5 s "
-                     "tick; a 1 s IMDS poll between ticks would take about 2 s off on average (not done here: "
-                     "runtime/lifecycle.py). The rest is sequential AWS CLI calls (uploads, status, receive, "
-                     "restore), each a process start, slower on a loaded machine.")
+                     f"{figures['notice -> agent sees it (s)']} s of it. The rest is AWS CLI calls (status, "
+                     "receive, the run index, restore), each a process start, slower on a loaded machine.")
     summary = [
         {"figure": "Recovery: spot notice -> run back on the queue (sandbox)", "value": f"{requeue} s",
          "target": f"<= {TARGET_REQUEUE_S:.0f} s", "met": requeue <= TARGET_REQUEUE_S},

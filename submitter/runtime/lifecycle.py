@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,6 +32,17 @@ log = logging.getLogger("submitter.runtime")
 CHECKPOINT_EVERY = 60.0
 SYNC_TIMEOUT = 600  # the final checkpoint sync waits this long for a periodic one still running
 NOTICE_EVERY = 1.0  # seconds between spot notice reads within a tick (IMDS is local; a tick does the rest)
+
+
+def concurrently(steps: list[Callable[[], None]]) -> None:
+    """Run `steps` at the same time and wait for all; the first one's exception, if any, is raised after."""
+    if len(steps) <= 1:
+        for step in steps:
+            step()
+        return
+    with ThreadPoolExecutor(len(steps)) as pool:
+        for future in [pool.submit(step) for step in steps]:
+            future.result()
 
 
 class Attempt:
@@ -113,16 +126,19 @@ class Attempt:
             count = self.store.download(uri, dest, str(item.get("kind", "dir")))
             self.host.restored.add((uri, target))
             log.info("input %s restored to %s (%d file(s))", uri, target, count)
+        self.metrics = MetricsShipper(self.store, self.layout, self.run_id, self.process.metrics_dir)
+        steps = [self.restore_log, self.metrics.restore]
         if self.sub.get("checkpoints"):
-            self.checkpoints.restore(self.process.checkpoints_dir)
+            steps.append(lambda: self.checkpoints.restore(self.process.checkpoints_dir))
+        concurrently(steps)  # independent objects: a resumed run starts one round trip after the slowest
+
+    def restore_log(self) -> None:
         container_log = self.process.logs_dir / "container.log"
         if not self.store.fetch(self.layout.container_log(self.run_id), container_log):
             container_log.write_bytes(b"")
         number = contract.next_chunk_number(self.store.keys(self.layout.chunks(self.run_id)))
         self.shipper = LogShipper(self.store, self.layout, self.run_id, container_log, number,
                                   echo=self.host.echo_log)
-        self.metrics = MetricsShipper(self.store, self.layout, self.run_id, self.process.metrics_dir)
-        self.metrics.restore()
 
     def start(self) -> None:
         names = [str(n) for n in (self.sub.get("secrets") or {}).get("names") or []]
@@ -290,11 +306,11 @@ class Attempt:
             self.status.exit_code = ending.exit_code
         log.info("run %s: %s%s; %s", self.run_id, state, f" ({fields['reason']})" if fields.get("reason") else "",
                  action)
-        if self.ledger is not None:  # like the log, before the final status: the role may go with it
-            self.ledger.record(float(self.status.cost or 0.0) - self.base_cost, final=True)
-        if self.run_log is not None:
-            # Before the final status: whoever waits for it may remove the role at once (`submit --wait`).
-            self.run_log.upload()
+        # The ledger and the agent's log before the final status: whoever waits for it may remove the role at once
+        # (`submit --wait`).
+        ledger, cost = self.ledger, float(self.status.cost or 0.0) - self.base_cost
+        last: list[Callable[[], None]] = [] if ledger is None else [lambda: ledger.record(cost, final=True)]
+        concurrently(last + ([] if self.run_log is None else [self.run_log.upload]))
         self.write_status()
         self.final = (state, action)
         self.settlement.settle(state, action)
@@ -313,11 +329,17 @@ class Attempt:
             steps.append(("checkpoints", self.sync_checkpoints))
         if self.sync is not None:
             self.sync.join(timeout=SYNC_TIMEOUT)  # the final sync must not race the last periodic one
-        for what, step in steps:
-            try:
-                step()
-            except Exception as exc:  # one failed upload must not cost the others
-                log.error("run %s: uploading the %s failed: %s", self.run_id, what, exc)
+
+        def upload(what: str, step: Callable[[], None]) -> Callable[[], None]:
+            def guarded() -> None:
+                try:
+                    step()
+                except Exception as exc:  # one failed upload must not cost the others
+                    log.error("run %s: uploading the %s failed: %s", self.run_id, what, exc)
+            return guarded
+
+        # Side by side (each is AWS CLI processes on its own keys): after a spot notice, the seconds that count.
+        concurrently([upload(what, step) for what, step in steps])
 
     def finish_log(self) -> None:
         self.process.finish_output()
