@@ -18,6 +18,7 @@ its control endpoint (SUBMITTER_SPOT_ADVISOR_URL points there), so no test touch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ from submitter.placement.facts import Band
 
 URL = "https://spot-bid-advisor.s3.amazonaws.com/spot-advisor-data.json"
 FETCH_TIMEOUT_S = 4.0
+RETRY_AFTER_S = 15 * 60  # after a failed fetch, plans use what they have (a stale copy, or no bands) this long
 MAX_AGE_S = 24 * 3600  # the page's data changes about daily; older than this, fetch again
 MAX_BYTES = 32 * 1024 * 1024  # the live document is a few MB; a bigger answer is not it
 
@@ -109,13 +111,30 @@ def load(url: str, cache_dir: Path, now: float | None = None, timeout: float = F
     age = now - float(cached.get("fetched_at", 0)) if cached else None
     if cached and age is not None and 0 <= age < MAX_AGE_S:
         return cached["document"], f"Spot Instance Advisor data from {url}, fetched {_age(age)} ago (cached)"
+    failed = cache.with_suffix(".failed")  # a fetch that failed lately is not tried again on every plan
     try:
-        document = fetch(url, timeout)
-    except (OSError, ValueError) as exc:
+        last_failure = json.loads(failed.read_text())
+        since = now - float(last_failure["at"])
+        problem = str(last_failure["error"]) if 0 <= since < RETRY_AFTER_S else None
+    except (OSError, ValueError, KeyError, TypeError):
+        problem = None
+    if problem is not None:
+        problem = f"{problem}; not tried again until {RETRY_AFTER_S // 60} min after"
+    else:
+        try:
+            document = fetch(url, timeout)
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+            with contextlib.suppress(OSError):
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                failed.write_text(json.dumps({"at": now, "error": problem}))
+    if problem is not None:
         if cached and age is not None:
-            return cached["document"], (f"Spot Instance Advisor data from {url} could not be refreshed ({exc}); "
+            return cached["document"], (f"Spot Instance Advisor data from {url} could not be refreshed ({problem}); "
                                         f"using the cached copy, {_age(age)} old")
-        return None, f"interruption bands unknown: the Spot Instance Advisor data could not be read ({exc})"
+        return None, f"interruption bands unknown: the Spot Instance Advisor data could not be read ({problem})"
+    with contextlib.suppress(OSError):
+        failed.unlink(missing_ok=True)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".part")

@@ -96,7 +96,22 @@ def test_no_cache_and_no_answer_gives_no_bands_and_says_why(server: _Server, tmp
     server.up = False
     found = advisor.bands(server.url, tmp_path, "us-east-1", ["c5.large"])
     assert found.by_type == {} and "interruption bands unknown" in found.note and "503" in found.note
-    assert not list(tmp_path.iterdir())  # nothing cached from a failure
+    assert [p.suffix for p in tmp_path.iterdir()] == [".failed"]  # no document cached from a failure
+
+
+def test_a_failed_fetch_is_not_tried_again_for_a_while(server: _Server, tmp_path: Path) -> None:
+    """An unreachable page (no network, a proxy) would cost every plan the fetch's timeout: after a failure the
+    plans go without it (or with the stale copy) for RETRY_AFTER_S, then try again; a success forgets it."""
+    server.up = False
+    advisor.load(server.url, tmp_path, now=1_000_000)
+    assert server.hits == 1
+    server.up = True
+    document, note = advisor.load(server.url, tmp_path, now=1_000_000 + advisor.RETRY_AFTER_S - 1)
+    assert document is None and server.hits == 1
+    assert "503" in note and "not tried again until 15 min after" in note
+    document, note = advisor.load(server.url, tmp_path, now=1_000_000 + advisor.RETRY_AFTER_S)
+    assert document == DOCUMENT and "fetched now" in note and server.hits == 2
+    assert not list(tmp_path.glob("*.failed"))
 
 
 def test_the_bands_name_the_types_without_one(server: _Server, tmp_path: Path) -> None:
