@@ -23,13 +23,13 @@ def install() -> None:
     from moto.sqs import models as sqs_models
 
     listed = functools.lru_cache(maxsize=1)(lambda: tuple(_original(backends.list_of_moto_modules)()))
-    backends.list_of_moto_modules = _mark(listed, backends.list_of_moto_modules)  # type: ignore[assignment]
+    backends.list_of_moto_modules = _mark(listed, backends.list_of_moto_modules)
     slow = _original(sqs_models.unix_time_millis)
 
     def unix_time_millis(dt: Any = None) -> float:
         return time.time() * 1000.0 if dt is None else float(slow(dt))
 
-    sqs_models.unix_time_millis = _mark(unix_time_millis, sqs_models.unix_time_millis)  # type: ignore[assignment]
+    sqs_models.unix_time_millis = _mark(unix_time_millis, sqs_models.unix_time_millis)
 
 
 def _mark(patched: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:

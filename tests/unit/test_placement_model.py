@@ -118,8 +118,8 @@ def test_job_inputs_say_what_each_rests_on() -> None:
     assert odd.runtime.value == even.runtime.value == 1.5 and "median of 3" in odd.runtime.source
     assert odd.checkpoint.value is None and "whole attempt" in odd.checkpoint.source
     # a CPU image of 500 MB: pull 500/80 + 500/100 = 11.25 s; first start 60 + 30 + 11.25 + 15 = 116.25 s;
-    # the end 1000/80 + 40 + 5 = 57.5 s; no checkpoints, so a restart restores nothing
-    assert odd.overhead.value == {"first_s": 116.2, "restart_s": 116.2, "final_s": 57.5}
+    # the end 1000/80 + 2 (drain) + 5 = 19.5 s; no checkpoints, so a restart restores nothing
+    assert odd.overhead.value == {"first_s": 116.2, "restart_s": 116.2, "final_s": 19.5}
     fresh = model.job_inputs(max_runtime_s=4 * 3600, runtimes_s=[], checkpoints=True, checkpoint_interval_s=None,
                              gpu=True, retries=3, max_cost=None)
     assert fresh.runtime.value == 4.0 and "max_runtime" in fresh.runtime.source
