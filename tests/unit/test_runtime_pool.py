@@ -341,7 +341,7 @@ def test_a_worker_leaves_without_draining_once_the_index_shows_every_run_ended()
         index.put_status(store, layout, status)
     assert not worker.all_ended()
     ended = [s.evolve(contract.SUCCEEDED, attempt=1, exit_code=0) for s in statuses[:2]]
-    for old, new in zip(statuses, ended):
+    for old, new in zip(statuses, ended, strict=False):
         index.put_status(store, layout, new, previous=old)
     assert not worker.all_ended()  # one run is still queued: it may yet come back to this worker
     running = statuses[2].evolve(contract.RUNNING, attempt=1)
