@@ -109,6 +109,7 @@ class Builder:
             if state in ("stopped", "terminated"):
                 break
             time.sleep(POLL_S)
+        report = report or self.s3.get_json(key)  # it may have stopped right after its report was last looked for
         where = f"cache builder {self.instance_id}"
         if not report:
             raise AwsError("ec2", "RunInstances", "NoReport", f"{where} did not report within {int(wait_s)} s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def make_volume_file(paths: st.Paths, image: Path, size_gib: int, snapshot_id: s
             f.truncate(size_gib * 1024**3)  # sparse: only what the instance writes takes space
 
 
-def install(paths: st.Paths) -> None:
-    """Make moto's CreateSnapshot and DeleteSnapshot copy and remove the volume files (in the daemon's process)."""
+def install(paths: st.Paths) -> Callable[[], None]:
+    """Make moto's CreateSnapshot and DeleteSnapshot copy and remove the volume files (in the daemon's process);
+    returns what puts moto's own back (a test)."""
     from moto.ec2.models.elastic_block_store import EBSBackend
 
     create, delete = EBSBackend.__dict__["create_snapshot"], EBSBackend.__dict__["delete_snapshot"]
@@ -74,6 +76,7 @@ def install(paths: st.Paths) -> None:
         if source is None:  # a volume no instance of the runner has (e.g. made with CreateVolume): an empty disk
             log.warning("snapshot %s of %s: the volume has no file here; the snapshot restores blank",
                         snapshot.id, volume_id)
+            make_volume_file(paths, snapshot_file(paths, snapshot.id), int(snapshot.volume.size), None)
             return snapshot
         attached = getattr(getattr(self.get_volume(volume_id), "attachment", None), "instance", None)
         if attached is not None and getattr(attached, "state", "") == "running":
@@ -90,3 +93,9 @@ def install(paths: st.Paths) -> None:
 
     EBSBackend.create_snapshot = create_snapshot  # type: ignore[method-assign]
     EBSBackend.delete_snapshot = delete_snapshot  # type: ignore[method-assign]
+
+    def undo() -> None:
+        EBSBackend.create_snapshot = create  # type: ignore[method-assign]
+        EBSBackend.delete_snapshot = delete  # type: ignore[method-assign]
+
+    return undo
