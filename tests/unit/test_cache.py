@@ -65,6 +65,8 @@ def test_the_plan_says_which_warm_cache_its_workers_start_from_or_that_there_is_
     ebs = pool_plan(warm).launch_template["BlockDeviceMappings"][0]["Ebs"]
     assert ebs["SnapshotId"] == "snap-9" and ebs["VolumeSize"] == 25
     assert "warm cache: snap-9 (image sha256:abc, 25 GB)" in PoolBackend().summary(warm)
+    assert PoolBackend().describe(warm)["warm_cache"]["snapshot_id"] == "snap-9"  # --json shows it too
+    assert PoolBackend().describe(cold)["warm_cache"]["snapshot_id"] is None
 
 
 def test_stale_snapshots_are_the_older_ones_of_a_job_the_old_and_the_failed_never_a_mapped_one() -> None:

@@ -27,7 +27,9 @@ class PoolBackend:
     kinds = sweep.KINDS
 
     def describe(self, plan: Plan) -> dict[str, Any]:
-        return pool_plan(plan).to_json()
+        # The warm cache (`submitter cache`) is known once the image's digest is: at submit, not in a dry run.
+        warm = plan.warm_cache or {"snapshot_id": None, "looked_up": "by the image's digest at submit"}
+        return {**pool_plan(plan).to_json(), "warm_cache": warm}
 
     def summary(self, plan: Plan) -> list[str]:
         pool = pool_plan(plan)
