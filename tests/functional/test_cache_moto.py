@@ -72,7 +72,7 @@ def test_a_pool_submit_maps_the_newest_cache_snapshot_of_its_image(aws_env, proj
     aws, _ = aws_env
     digest = _digest(aws, project)
     now = datetime.now(timezone.utc)
-    _snapshot(aws, digest, now - timedelta(days=2))
+    older = _snapshot(aws, digest, now - timedelta(days=2))
     newest = _snapshot(aws, digest, now - timedelta(hours=1))
     _snapshot(aws, digest, now, bucket="someone-else")  # another bucket's cache: never ours
     _snapshot(aws, "sha256:" + "9" * 64, now)  # another image
@@ -94,6 +94,13 @@ def test_a_pool_submit_maps_the_newest_cache_snapshot_of_its_image(aws_env, proj
                                  InstanceType="c5.large")["Instances"][0]
     volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}])
     assert newest in [v.get("SnapshotId") for v in volumes["Volumes"]]
+    # While the submission's launch template lives, gc keeps the snapshot it maps, even with an age limit of 0.
+    from submitter import gc, tracking
+    from submitter.aws.s3 import S3
+
+    swept = {o.id for o in gc.find(aws, S3.connect(aws, "cbucket"), tracking.Where("cbucket", "p"),
+                                   cache_max_age_days=0) if o.kind == cache.KIND}
+    assert older in swept and newest not in swept
 
 
 def test_a_submit_without_a_cache_maps_a_blank_volume(aws_env, project: Path) -> None:
