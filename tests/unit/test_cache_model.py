@@ -31,7 +31,7 @@ limits: {max_runtime: 1h}
 """
 
 
-def _plan(tmp_path: Path, warm: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+def _plan(tmp_path: Path, warm: dict[str, object] | None = None):
     (tmp_path / "job.yaml").write_text(SPEC)
     (tmp_path / "Dockerfile.train").write_text("FROM scratch\n")
     plan = make_plan(load(tmp_path / "job.yaml"), Settings(bucket="bkt"), PriceLookup(None, "unknown"), now=NOW,
