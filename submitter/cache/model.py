@@ -3,7 +3,6 @@ cache` launches to make one (its instance, role policy and tags). `--dry-run` sh
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -148,7 +147,7 @@ def builder_instance(plan: Plan, names: Names, user_data: str) -> dict[str, Any]
     types = [p.instance_type for p in plan.placements] or list(plan.spec.resources.instance_types)
     return {
         "ImageId": template["ImageId"], "InstanceType": types[0],
-        "UserData": base64.b64encode(user_data.encode()).decode(),
+        "UserData": user_data,  # boto3 base64-encodes RunInstances' UserData itself (botocore's handlers)
         "IamInstanceProfile": template["IamInstanceProfile"],
         "InstanceInitiatedShutdownBehavior": "stop",
         "MetadataOptions": template["MetadataOptions"],

@@ -5,6 +5,7 @@ tests/e2e/test_cache.py.)"""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -141,6 +142,8 @@ def test_the_builder_launches_as_the_job_would_but_stops_and_may_only_read_pull_
     ami = aws.client("ssm").get_parameter(Name=model.ami_parameter(plan))["Parameter"]["Value"]
     instance = ec2.run_instances(MinCount=1, MaxCount=1, **{**params, "ImageId": ami,
                                                              "IamInstanceProfile": {}})["Instances"][0]
+    user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    assert base64.b64decode(user_data["UserData"]["Value"]).decode().startswith("#!/bin/bash")  # encoded once
     behaviour = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"],
                                                 Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
