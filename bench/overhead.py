@@ -178,7 +178,8 @@ def _levers(fixed: float, extract_mb_s: float) -> tuple[dict[str, object], list[
         f"{lazy:.0f} s. Fast Snapshot Restore removes that wait (volumes fully initialized at creation) for "
         f"${FSR_USD_HOUR}/h per snapshot and AZ while enabled, more than a g4dn.xlarge spot hour, so only for a "
         f"sweep sharing it. Storage: {SNAPSHOT_GB} GB x ${SNAPSHOT_USD_GB_MONTH}/GB-month = "
-        f"${SNAPSHOT_GB * SNAPSHOT_USD_GB_MONTH:.2f}/month per cached image. Not built: see docs/image.md.",
+        f"${SNAPSHOT_GB * SNAPSHOT_USD_GB_MONTH:.2f}/month per cached image. Built: `submitter cache SPEC` "
+        "(docs/image.md); the figures above stay on paper.",
         f"the {TARGET_BIG:.0%} target is not met by the image levers: the overhead besides the pull ({fixed:.0f} s: "
         f"boot {BOOT_S} + install {INSTALL_S} + drain {DRAIN_S} + agent start, upload, exit) alone exceeds the "
         f"{budget:.0f} s budget. The drain was 40 s (two empty 20 s queue polls); the worker that ran the last run "

@@ -65,7 +65,6 @@ def submit(
 
     `backend` (pool | batch) overrides each spec's resources.backend; `budget_mode` (worst | expected) is what
     the monthly budget counts of the new submissions."""
-    from submitter import image as image_mod
 
     if backend is not None:
         backends.get(backend)  # an unknown name fails here, before anything is built
@@ -92,12 +91,30 @@ def submit(
         spent = budget_mod.month_spend(S3.connect(aws, settings.bucket), contract.Layout(settings.prefix), month)
         budget_mod.refuse(budget_mod.check(settings.budget, [p for p, _ in planned], budget_mode, spent))
     # Every image before any launch: a failing build of the second spec must not leave the first running.
+    images = ensure_images(aws, settings, [p for p, _ in planned], progress, engine)
+    done = []
+    for (plan, secrets), result in zip(planned, images, strict=True):
+        if plan.backend == "pool":  # the data volume starts from the image's warm cache, if `submitter cache` made one
+            from submitter import cache as cache_mod
+
+            plan = cache_mod.attach(aws, plan, result.digest, progress)
+        backends.for_plan(plan).submit(aws, plan, result.uri_with_digest, secrets, progress)
+        done.append(Submitted(plan, result.uri_with_digest, {
+            "built": result.built, "pushed": result.pushed, "bytes_pushed": result.bytes_pushed,
+            "layers_pushed": result.layers_pushed, "digest": result.digest}))
+    return done
+
+
+def ensure_images(aws: Aws, settings: Settings, plans: list[Plan], progress: Progress,
+                  engine: Callable[[], Any]) -> list[Any]:
+    """Each plan's image built and pushed where missing (or the prebuilt one checked): its image.ImageResult."""
+    from submitter import image as image_mod
     from submitter.aws.ecr import TokenCache
 
     cache = TokenCache(settings.home / "cache")
     docker_client = None
     images = []
-    for plan, _ in planned:
+    for plan in plans:
         spec = plan.spec
         if spec.image.uri:
             images.append(image_mod.check_prebuilt(aws, None, spec.image.uri, progress))
@@ -109,13 +126,7 @@ def submit(
             build_args=spec.image.build_args, repository=settings.ecr_repository, tag=plan.image["tag"],
         )
         images.append(image_mod.ensure_image(aws, docker_client, request, progress, cache=cache))
-    done = []
-    for (plan, secrets), result in zip(planned, images, strict=True):
-        backends.for_plan(plan).submit(aws, plan, result.uri_with_digest, secrets, progress)
-        done.append(Submitted(plan, result.uri_with_digest, {
-            "built": result.built, "pushed": result.pushed, "bytes_pushed": result.bytes_pushed,
-            "layers_pushed": result.layers_pushed, "digest": result.digest}))
-    return done
+    return images
 
 
 def _check_bucket(aws: Aws, bucket: str) -> None:

@@ -63,11 +63,15 @@ class _Runs:
         return False
 
 
-def find(aws: Aws, s3: S3, where: tracking.Where, now: datetime | None = None) -> list[Orphan]:
-    """Every orphan, in removal order."""
+def find(aws: Aws, s3: S3, where: tracking.Where, now: datetime | None = None,
+         cache_max_age_days: int = 30) -> list[Orphan]:
+    """Every orphan, in removal order: each backend's, and the stale warm image cache snapshots (cache/)."""
+    from submitter import cache
+
     now = now or datetime.now(timezone.utc)
     runs = _Runs(s3, where)
     found = [o for backend in backends.all_backends() for o in backend.orphans(aws, runs, now)]
+    found += cache.orphans(aws, runs, now, cache_max_age_days)
     return sorted(found, key=lambda o: ORDER.index(o.kind))
 
 
@@ -78,4 +82,7 @@ def remove(aws: Aws, orphans: list[Orphan], say: Callable[[str], None]) -> list[
         mine = [o for o in orphans if o.kind in backend.kinds]
         if mine:
             removed += backend.remove(aws, mine, say)
-    return removed
+    from submitter import cache
+
+    snapshots = [o for o in orphans if o.kind == cache.KIND]
+    return removed + (cache.remove(aws, snapshots, say) if snapshots else [])

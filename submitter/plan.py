@@ -69,6 +69,7 @@ class Plan:
     strategy: dict[str, Any] = field(default_factory=dict)  # the group's allocation, types, zones (rank.py)
     market_notes: list[str] = field(default_factory=list)  # where each figure came from, or why it is unknown
     budget: float | None = None  # SUBMITTER_BUDGET (USD a month): the workers stop taking runs at it
+    warm_cache: dict[str, Any] | None = None  # the image's `submitter cache` snapshot, found at submit (cache/plan.py)
 
     @property
     def spec(self) -> JobSpec:

@@ -33,6 +33,8 @@ REFERENCE: list[tuple[str, str, str]] = [
      "where the interruption-frequency bands are read from (https, or this machine)"),
     ("SUBMITTER_BUDGET", "(none: no budget)", "USD per calendar month (UTC) for every run in the bucket and prefix: "
      "`submit` refuses past it, workers stop taking runs at it"),
+    ("SUBMITTER_CACHE_MAX_AGE_DAYS", "30", "`gc` drops a warm image cache snapshot (`submitter cache`) older than "
+     "this many days (0: every one not mapped by a live submission)"),
 ]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -60,6 +62,7 @@ class Settings:
     batch_max_vcpus: int = 256
     spot_advisor_url: str | None = None  # None: AWS's document (placement/advisor.py), or the sandbox's copy
     budget: float | None = None  # SUBMITTER_BUDGET, USD per calendar month; None: no budget
+    cache_max_age_days: int = 30  # SUBMITTER_CACHE_MAX_AGE_DAYS: gc drops older warm cache snapshots
 
     @property
     def sandbox_dir(self) -> Path:
@@ -112,6 +115,10 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
             "set SUBMITTER_BATCH_MAX_VCPUS=256 (the most vCPUs the Batch compute environment may run at once)",
         )
     budget = _budget(get("SUBMITTER_BUDGET"))
+    max_age = get("SUBMITTER_CACHE_MAX_AGE_DAYS") or "30"
+    if not max_age.isdigit() or int(max_age) > 3650:
+        raise SettingsError("SUBMITTER_CACHE_MAX_AGE_DAYS", f"{max_age!r} is not a whole number of days from 0 to 3650",
+                            "set e.g. SUBMITTER_CACHE_MAX_AGE_DAYS=30, or unset it for 30")
     return Settings(
         region=region,
         profile=get("SUBMITTER_PROFILE") or get("AWS_PROFILE"),
@@ -127,6 +134,7 @@ def load(environ: Mapping[str, str], cwd: Path) -> Settings:
         batch_max_vcpus=int(max_vcpus),
         spot_advisor_url=_advisor_url(get("SUBMITTER_SPOT_ADVISOR_URL")),
         budget=budget,
+        cache_max_age_days=int(max_age),
     )
 
 

@@ -273,6 +273,13 @@ def launch_templates(ec2: Any, filters: list[dict[str, Any]]) -> list[dict[str, 
     return _listed(ec2, "DescribeLaunchTemplates", "LaunchTemplates", filters)
 
 
+def template_versions(ec2: Any, template_id: str) -> list[dict[str, Any]]:
+    """The latest version of a launch template (its data: BlockDeviceMappings...)."""
+    with translate("ec2", "DescribeLaunchTemplateVersions"):
+        return list(ec2.describe_launch_template_versions(LaunchTemplateId=template_id,
+                                                          Versions=["$Latest"])["LaunchTemplateVersions"])
+
+
 def security_groups_named(ec2: Any, name: str) -> list[dict[str, Any]]:
     return security_groups(ec2, [{"Name": "group-name", "Values": [name]}])
 

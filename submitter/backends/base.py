@@ -47,7 +47,8 @@ class Orphan:
         return {k: v for k, v in asdict(self).items() if v}
 
 
-ORDER = ("instance", "group", "launch-template", "queue", "role", "ssh-rule", "security-group", "volume", "secrets")
+ORDER = ("instance", "group", "launch-template", "queue", "role", "ssh-rule", "security-group", "volume", "secrets",
+         "snapshot")
 
 
 class Ledger(Protocol):

@@ -6,7 +6,7 @@ commands. Heavy modules are imported inside the commands so `submitter --help` s
 
 from collections.abc import Callable
 
-from submitter.cli import access, account, sandbox, submit, tracking
+from submitter.cli import access, account, cache, sandbox, submit, tracking
 from submitter.cli import compare as compare_cli
 from submitter.cli import report as report_cli
 from submitter.cli import rerun as rerun_cli
@@ -14,7 +14,7 @@ from submitter.cli.base import app, main, sandbox_app, submit_main
 
 # Every command, in the order `submitter --help` lists them.
 COMMANDS: list[Callable[..., None]] = [
-    submit.submit, rerun_cli.rerun, rerun_cli.diff, tracking.status, tracking.logs, tracking.results,
+    submit.submit, cache.cache, rerun_cli.rerun, rerun_cli.diff, tracking.status, tracking.logs, tracking.results,
     tracking.cancel, tracking.cost, tracking.prices, compare_cli.compare, report_cli.report,
     tracking.gc, access.ssh, access.notebook, account.init, account.doctor,
 ]

@@ -270,7 +270,7 @@ def gc(
 
     settings, s3, where = _tracking(ctx)
     aws = connect.aws(settings)
-    orphans = gc_mod.find(aws, s3, where)
+    orphans = gc_mod.find(aws, s3, where, cache_max_age_days=settings.cache_max_age_days)
     if not as_json:
         for o in orphans:
             typer.echo(f"{o.kind:15} {o.id:45} {o.submission}: {o.why}")

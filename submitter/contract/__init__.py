@@ -73,6 +73,11 @@ TAG_SSH_UNTIL = "submitter:ssh-until"  # on an ssh session's own security group:
 # neither cancel-less clean-up nor gc terminates it. The run's status carries the same end (KEPT_UNTIL) and, once
 # the window is over, when and why it ended (KEPT_ENDED, KEPT_END_REASON).
 TAG_KEEP_UNTIL = "submitter:keep-until"
+# A warm image cache (`submitter cache`, docs/image.md): the EBS snapshot of a data volume holding the pulled image,
+# tagged with the image's digest (the cache key) and when it was made; the volume holds CACHE_MARKER at its root.
+TAG_CACHE_IMAGE, TAG_CACHE_CREATED = "submitter:cache-image", "submitter:cache-created"
+CACHE_MARKER = "submitter-cache.json"
+CACHE_READY = "cache-ready"  # the cache builder's instance report: the volume holds the image, unmounted
 KEPT_UNTIL, KEPT_ENDED, KEPT_END_REASON = "kept_until", "kept_ended_at", "kept_end_reason"
 KEPT = "kept"  # instance report state: the worker kept its failed run's instance, then ended
 KEEP_MARGIN_S = 5 * 60  # the dead-man switch powers a kept host off this long after its window, if the agent hangs

@@ -82,6 +82,7 @@ def user_data(values: dict[str, str | int]) -> str:
     values.setdefault("BOOT_REPORT", boot_report_source())
     values.setdefault("BUCKET_OWNER", "")  # unknown: the host reads its own account from IMDS instead
     values.setdefault("EXIT_RETRY", contract.EXIT_RETRY)
+    values.setdefault("MODE", "agent")  # "cache": the instance `submitter cache` launches (runtime/cache.py)
     text = template()
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", shlex.quote(str(value)))

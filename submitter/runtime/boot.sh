@@ -7,6 +7,7 @@ SUBMISSION={{SUBMISSION}}
 BUCKET={{BUCKET}}
 PREFIX={{PREFIX}}
 GROUP={{GROUP}}
+MODE={{MODE}}                        # agent: a pool worker; cache: the warm image cache's builder (docs/image.md)
 DEADMAN_MINUTES={{DEADMAN_MINUTES}}
 RUNTIME_URI={{RUNTIME_URI}}          # the instance runtime (runtime.pyz), staged by submit
 RUNTIME_SHA256={{RUNTIME_SHA256}}    # its hash: only these bytes run here
@@ -130,15 +131,15 @@ echo "$RUNTIME_SHA256  $RUNTIME" | sha256sum -c --quiet - \
   || give_up "$RUNTIME_URI is not the runtime this submission was planned with (SHA-256 mismatch)"
 echo "runtime $RUNTIME_SHA256 verified"
 
-python3 "$RUNTIME" agent --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
+python3 "$RUNTIME" "$MODE" --submission "$SUBMISSION" --bucket "$BUCKET" --prefix "$PREFIX" \
   --group "$GROUP" --instance-id "$INSTANCE_ID" --region "$REGION" --bucket-owner "$BUCKET_OWNER"
 status=$?
 echo "agent exited with $status"
 # Leave the group for good only when the agent says so: 0 the queue is drained, 1 this image or volume
 # cannot work, 3 the agent failed. Anything else ({{EXIT_RETRY}} a spot notice, or killed by the host's own
 # shutdown) means work may remain: power off but stay counted, so the group starts a replacement that resumes it.
-case "$status" in
-  0|1|3)
+case "$MODE:$status" in
+  agent:0|agent:1|agent:3)
     aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE_ID" \
       --should-decrement-desired-capacity >/dev/null 2>&1 || true ;;
 esac

@@ -10,11 +10,12 @@ from typing import Any
 
 USAGE = "usage: runtime.pyz agent --submission S --bucket B [--prefix P] --group G --instance-id I --region R" \
         " [--bucket-owner ACCOUNT]\n" \
-        "       runtime.pyz batch"
+        "       runtime.pyz batch\n" \
+        "       runtime.pyz cache (the agent's arguments)"
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("agent", "batch"):
+    if not argv or argv[0] not in ("agent", "batch", "cache"):
         print(USAGE, file=sys.stderr)
         return 2
     if argv[0] == "batch":
@@ -25,6 +26,11 @@ def main(argv: list[str]) -> int:
         return batch.main()
     from submitter.runtime import pool
 
+    if argv[0] == "cache":  # the warm image cache's builder (`submitter cache`): same arguments as the agent
+        from submitter.runtime import cache
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s cache %(levelname)s %(message)s")
+        return cache.main(argv[1:])
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s agent %(levelname)s %(message)s")
     agent = pool.Agent(pool.parse_args(argv[1:]))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from submitter import contract
 from submitter.contract import Layout
-from submitter.runtime import credentials, index, ledger
+from submitter.runtime import cache, credentials, index, ledger
 from submitter.runtime import host as host_mod
 from submitter.runtime.commands import CommandError
 from submitter.runtime.docker import DockerProcess, gpu_flag
@@ -192,6 +192,7 @@ class Agent:
             self.work = host_mod.prepare_volume(self.args.instance_id)
             (self.work / "data").mkdir(exist_ok=True)
             (self.work / "data").chmod(0o777)  # a job whose image runs as a non-root user may write there
+            log.info("%s", cache.warm(self.work, str(host.sub["image"])))  # a volume restored from `submitter cache`
             host_mod.pull_image(host.store, host.sub.get("registry"), host.sub["image"])
             credentials.block_imds()  # with hop limit 1: no container reaches the instance role
             self.gpus = gpu_flag(host.sub.get("gpus", "auto"), host_mod.docker_runtimes())

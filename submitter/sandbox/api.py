@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -222,6 +223,7 @@ def down(settings: Settings, say: Say) -> None:
                 st.loop_detach(loop["device"], Path(loop["file"]))
     for loop in st.loops_backed_by(paths.root):
         st.loop_detach(loop)
+    shutil.rmtree(paths.root / "snapshots", ignore_errors=True)  # moto's snapshots end with the daemon
     _release_work_root(engine)
     if paths.state.exists():
         paths.state.unlink()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from submitter.runtime.credentials import answer_json
-from submitter.sandbox import batch, fidelity, iam, limits, placement, prices, speed
+from submitter.sandbox import batch, fidelity, iam, limits, placement, prices, snapshots, speed
 from submitter.sandbox import state as st
 
 log = logging.getLogger("submitter.sandbox.daemon")
@@ -160,6 +160,7 @@ def main(argv: list[str]) -> int:
 
     sshd.install_console_output()  # instances launched with a key pair show their SSH host keys there
     iam.install()
+    snapshots.install(paths)  # CreateSnapshot copies the volume's loop-device file; a volume from one starts as it
     # Batch jobs run on the engine as on ECS-EC2 (host network, job role endpoint); before any IAM backend exists,
     # so AWS's managed policies load with it (init --batch attaches one).
     batch.install(endpoint, args.region, st.home_hash(args.home))

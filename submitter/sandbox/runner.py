@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from submitter.sandbox import iam
+from submitter.sandbox import iam, snapshots
 from submitter.sandbox import state as st
 from submitter.sandbox.imds import Imds, InstanceMeta
 
@@ -61,6 +61,7 @@ class Runner:
         self.hosts: dict[str, Host] = {}
         self.finished: set[str] = set()
         self.sightings: dict[str, tuple[str, ...]] = {}  # instance -> its block devices when last polled
+        self.stopped: set[str] = set()  # stopped instances whose volume files stay until they are terminated
         self.lock = threading.RLock()
         self.rates: dict[tuple[str, str], tuple[float, float]] = {}  # (type, AZ) -> (per hour, notice s)
 
@@ -78,7 +79,10 @@ class Runner:
                         self._start(inst)
                 elif name in ENDED and iid in self.hosts:
                     log.info("%s is %s in EC2: tearing its host down", iid, name)
-                    self.teardown(iid)
+                    self.teardown(iid, keep_volumes=name in ("stopping", "stopped"))
+                elif name == "terminated" and iid in self.stopped:  # its volumes go with it (DeleteOnTermination)
+                    self.stopped.discard(iid)
+                    shutil.rmtree(self.paths.instance(iid) / "volumes", ignore_errors=True)
             self._check_hosts()
             self._check_interrupts()
             self._check_rates()
@@ -139,9 +143,10 @@ class Runner:
         if behaviour == "terminate" or host.extra.get("spot") or host.extra.get("asg"):
             # One-time spot instances always terminate; an ASG replaces a stopped member anyway.
             ec2.terminate_instances(InstanceIds=[iid])
-        else:
+            self.teardown(iid)
+        else:  # a stopped instance keeps its EBS volumes (a snapshot may be made of them) until it is terminated
             ec2.stop_instances(InstanceIds=[iid])
-        self.teardown(iid)
+            self.teardown(iid, keep_volumes=True)
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -181,26 +186,18 @@ class Runner:
         spot = inst.get("InstanceLifecycle") == "spot" or (
             template.get("InstanceMarketOptions", {}).get("MarketType") == "spot")
         meta = InstanceMeta(
-            instance_id=iid,
-            instance_type=inst["InstanceType"],
-            availability_zone=inst["Placement"]["AvailabilityZone"],
-            region=self.region,
-            account_id=self.account_id,
-            image_id=inst.get("ImageId", ""),
-            private_ip=inst.get("PrivateIpAddress") or "10.0.0.10",
-            role_name=self._role_name(inst, template),
-            user_data=user_data,
-            lifecycle="spot" if spot else "on-demand",
+            instance_id=iid, instance_type=inst["InstanceType"], image_id=inst.get("ImageId", ""),
+            availability_zone=inst["Placement"]["AvailabilityZone"], region=self.region, account_id=self.account_id,
+            private_ip=inst.get("PrivateIpAddress") or "10.0.0.10", role_name=self._role_name(inst, template),
+            user_data=user_data, lifecycle="spot" if spot else "on-demand",
         )
 
         devices: list[str] = []
-        for device_name, size_gib in self._volumes(inst):
+        for device_name, size_gib, volume_id, snapshot_id in self._volumes(inst):
             image = directory / "volumes" / (device_name.strip("/").replace("/", "_") + ".img")
-            image.parent.mkdir(parents=True, exist_ok=True)
-            with image.open("wb") as f:
-                f.truncate(size_gib * 1024**3)  # sparse: only what the instance writes takes space
+            snapshots.make_volume_file(self.paths, image, size_gib, snapshot_id)  # blank, or its snapshot's bytes
             loop = st.loop_attach(image)
-            record["loops"].append({"device": loop, "file": str(image), "as": device_name})
+            record["loops"].append({"device": loop, "file": str(image), "as": device_name, "volume_id": volume_id})
             st.write_json(directory / "instance.json", record)
             devices.append(f"{loop}:{device_name}:rwm")
 
@@ -274,16 +271,17 @@ class Runner:
             return None
         return str(roles[0]["RoleName"]) if roles else None
 
-    def _volumes(self, inst: dict[str, Any]) -> list[tuple[str, int]]:
-        """(device name, size GiB) of each non-root EBS volume attached at launch."""
+    def _volumes(self, inst: dict[str, Any]) -> list[tuple[str, int, str, str | None]]:
+        """(device name, size GiB, volume id, snapshot id) of each non-root EBS volume attached at launch."""
         root = inst.get("RootDeviceName")
         wanted = [(m["DeviceName"], m["Ebs"]["VolumeId"]) for m in inst.get("BlockDeviceMappings", [])
                   if "Ebs" in m and m["DeviceName"] != root and m["DeviceName"] not in ROOT_DEVICES]
         if not wanted:
             return []
         volumes = self.clients("ec2").describe_volumes(VolumeIds=[v for _, v in wanted])["Volumes"]
-        sizes = {v["VolumeId"]: int(v["Size"]) for v in volumes}
-        return [(name, sizes.get(vid, 8)) for name, vid in wanted]
+        found = {v["VolumeId"]: v for v in volumes}
+        return [(name, int(found.get(vid, {}).get("Size", 8)), vid, found.get(vid, {}).get("SnapshotId") or None)
+                for name, vid in wanted]
 
     # ------------------------------------------------------------------------------------------ interrupt
 
@@ -301,17 +299,17 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------ teardown
 
-    def teardown(self, iid: str) -> None:
+    def teardown(self, iid: str, keep_volumes: bool = False) -> None:
         with self.lock:
             host = self.hosts.pop(iid, None)
             self.finished.add(iid)
+            self.stopped.update([iid] if keep_volumes else [])  # its volume files go when it is terminated
             record = host.record if host else (st.read_json(self.paths.instance(iid) / "instance.json") or {})
-            self._cleanup(iid, record, host.imds if host else None)
+            self._cleanup(iid, record, host.imds if host else None, keep_volumes)
 
-    def _cleanup(self, iid: str, record: dict[str, Any], imds: Imds | None) -> None:
-        teardown_instance(self.engine, iid, record, self.paths)
-        if imds is not None:
-            imds.stop()
+    def _cleanup(self, iid: str, record: dict[str, Any], imds: Imds | None, keep_volumes: bool = False) -> None:
+        teardown_instance(self.engine, iid, record, self.paths, keep_volumes)
+        imds.stop() if imds is not None else None
 
     def shutdown_all(self) -> None:
         with self.lock:
@@ -319,8 +317,10 @@ class Runner:
                 self.teardown(iid)
 
 
-def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.Paths) -> None:
-    """Remove what one instance holds on this machine: job containers, host, mounts, loop devices.
+def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.Paths,
+                      keep_volumes: bool = False) -> None:
+    """Remove what one instance holds on this machine: job containers, host, mounts, loop devices, volume files
+    (but a stopped instance's: `keep_volumes`).
 
     Used by the daemon and by `down` after a daemon crash, so it relies only on the record and the engine.
     """
@@ -356,7 +356,8 @@ def teardown_instance(engine: Any, iid: str, record: dict[str, Any], paths: st.P
     directory = paths.instance(iid)
     for leftover in st.loops_backed_by(directory):
         st.loop_detach(leftover)
-    shutil.rmtree(directory / "volumes", ignore_errors=True)
+    if not keep_volumes:
+        shutil.rmtree(directory / "volumes", ignore_errors=True)
     record["ended_at"] = datetime.now(timezone.utc).isoformat()
     if directory.is_dir():
         st.write_json(directory / "instance.json", record)

@@ -124,7 +124,7 @@ def test_user_data_fetches_the_runtime_from_the_layout_and_checks_its_hash() -> 
     assert f"RUNTIME_URI={layout.uri('b', layout.runtime('s-1'))}" in text
     assert f"REPORTS_URI={layout.uri('b', layout.instances('s-1'))}" in text
     assert f"RUNTIME_SHA256={SHA}" in text and "sha256sum -c" in text
-    assert 'python3 "$RUNTIME" agent --submission' in text and "{{" not in text
+    assert "MODE=agent" in text and 'python3 "$RUNTIME" "$MODE" --submission' in text and "{{" not in text
     with pytest.raises(ValueError, match="RUNTIME_SHA256"):
         artefact.user_data({"SUBMISSION": "s", "BUCKET": "b", "PREFIX": "p", "GROUP": "g", "DEADMAN_MINUTES": 1})
 

@@ -27,7 +27,9 @@ class PoolBackend:
     kinds = sweep.KINDS
 
     def describe(self, plan: Plan) -> dict[str, Any]:
-        return pool_plan(plan).to_json()
+        # The warm cache (`submitter cache`) is known once the image's digest is: at submit, not in a dry run.
+        warm = plan.warm_cache or {"snapshot_id": None, "looked_up": "by the image's digest at submit"}
+        return {**pool_plan(plan).to_json(), "warm_cache": warm}
 
     def summary(self, plan: Plan) -> list[str]:
         pool = pool_plan(plan)
@@ -45,6 +47,7 @@ class PoolBackend:
             f"boot script: {len(pool.user_data.encode())} bytes of 16384;"
             f" instance role: {len(pool.iam_policy['Statement'])} scoped statements",
             _job_role_line(plan),
+            _warm_cache_line(plan),
         ]
 
     def submit(self, aws: Aws, plan: Plan, image_uri: str, secrets: dict[str, str], progress: Progress) -> None:
@@ -110,3 +113,12 @@ def _job_role_line(plan: Plan) -> str:
         return "job role: none (the container gets no AWS credentials)"
     return (f"job role: {job_role.name(plan.submission_id)}, reads {len(perms.s3_read) + len(perms.s3_write)}"
             f" S3 prefix(es), writes {len(perms.s3_write)}")
+
+
+def _warm_cache_line(plan: Plan) -> str:
+    cached = plan.warm_cache
+    if cached:
+        return f"warm cache: {cached['snapshot_id']} (image {cached['digest']}, {cached['size_gb']} GB)"
+    if plan.image.get("digest"):
+        return f"warm cache: none for image {plan.image['digest']} (`submitter cache SPEC` makes one)"
+    return "warm cache: looked up by the image's digest at submit (`submitter cache SPEC` makes one)"

@@ -141,20 +141,24 @@ def launch_template(plan: Plan, names: Names, data: str) -> dict[str, Any]:
             "HttpPutResponseHopLimit": 1,
             "HttpEndpoint": "enabled",
         },
-        "BlockDeviceMappings": [{
-            "DeviceName": DATA_DEVICE,
-            "Ebs": {
-                "VolumeSize": spec.resources.volume_gb,
-                "VolumeType": "gp3",
-                "Encrypted": True,
-                "DeleteOnTermination": True,
-            },
-        }],
+        "BlockDeviceMappings": [{"DeviceName": DATA_DEVICE, "Ebs": data_volume(spec.resources.volume_gb,
+                                                                                plan.warm_cache)}],
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": tag_list},
             {"ResourceType": "volume", "Tags": tag_list},
         ],
     }
+
+
+def data_volume(volume_gb: int, warm_cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The data volume's EBS mapping; restored from the image's warm cache snapshot when there is one (it is never
+    smaller than its snapshot; the boot formats only a blank volume, runtime/host.py)."""
+    ebs: dict[str, Any] = {"VolumeSize": volume_gb, "VolumeType": "gp3", "Encrypted": True,
+                           "DeleteOnTermination": True}
+    if warm_cache:
+        ebs["SnapshotId"] = warm_cache["snapshot_id"]
+        ebs["VolumeSize"] = max(volume_gb, int(warm_cache["size_gb"]))
+    return ebs
 
 
 def group(plan: Plan, names: Names) -> dict[str, Any]:
