@@ -117,7 +117,16 @@ def test_a_batch_sweep_runs_its_containers_and_status_logs_results_work(
     s3, bucket = sandbox.client("s3"), sandbox["bucket"]
     record = json.loads(s3.get_object(Bucket=bucket, Key=f"submitter/submissions/{sub_id}/batch.json")["Body"].read())
     assert record["array_size"] == 2
-    jobs = sandbox.client("batch").describe_jobs(jobs=[record["job_id"], *record["runs"].values()])["jobs"]
+    # Each run's final status is its wrapper's last write inside the container; Batch marks the job once the
+    # container has exited (and the array parent after its children), so those statuses may trail `--wait`.
+    batch = sandbox.client("batch")
+
+    def described() -> list[dict[str, Any]]:
+        return batch.describe_jobs(jobs=[record["job_id"], *record["runs"].values()])["jobs"]
+
+    sandbox.wait_for(lambda: all(j["status"] in ("SUCCEEDED", "FAILED") for j in described()), 120,
+                     "the Batch jobs to end")
+    jobs = described()
     assert {j["jobId"]: j["status"] for j in jobs} == {j["jobId"]: "SUCCEEDED" for j in jobs}, jobs
     assert [record["runs"][r["run_id"]] for r in runs] == [f"{record['job_id']}:0", f"{record['job_id']}:1"]
 
@@ -149,7 +158,7 @@ def test_a_batch_sweep_runs_its_containers_and_status_logs_results_work(
     # --wait removed the job role; no job container is left on the engine.
     roles = [r["RoleName"] for r in sandbox.client("iam").list_roles()["Roles"]]
     assert f"submitter-{sub_id}" not in roles
-    assert _job_containers(sandbox) == []
+    sandbox.wait_for(lambda: _job_containers(sandbox) == [], 120, "the job containers to be removed")
 
 
 def test_cancel_stops_a_running_batch_job_gracefully_and_removes_its_role(
