@@ -29,13 +29,15 @@ def _cli(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: floa
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _ssh_rules(ec2: Any, instance_id: str) -> list[str]:
-    """Port-22 sources admitted to the instance by any of its groups (a session adds a group of its own)."""
+def _ssh_rules(ec2: Any, instance_id: str, settled: bool = True) -> list[str]:
+    """Port-22 sources admitted to the instance by any of its groups (a session adds a group of its own).
+    `settled`: no session is starting or ending, so no rule also means no session group left anywhere (while one
+    starts, its group exists before it is attached: a poll for the rule passes settled=False)."""
     inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     groups = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in inst["SecurityGroups"]])["SecurityGroups"]
     rules = [r["CidrIp"] for g in groups for p in g.get("IpPermissions", []) if p.get("FromPort") == 22
              for r in p.get("IpRanges", [])]
-    if not rules:  # outside a session no session group is left behind either
+    if settled and not rules:  # outside a session no session group is left behind either
         assert not [g for g in ec2.describe_security_groups()["SecurityGroups"]
                     if g["GroupName"].startswith("submitter-ssh-")]
     return rules
@@ -141,11 +143,16 @@ def test_ssh_runs_a_command_and_the_rule_exists_only_while_connected(
                              "sh", "-c", "sleep 6; docker ps --format '{{.Names}}'"],
                             cwd=REPO, env=sandbox_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        sandbox.wait_for(lambda: _ssh_rules(ec2, running["instance_id"]) == ["127.0.0.1/32"], 60, "the rule")
+        sandbox.wait_for(lambda: _ssh_rules(ec2, running["instance_id"], settled=False) == ["127.0.0.1/32"], 60,
+                         "the rule")
         out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # SIGTERM first: the session closes its group (a SIGKILL would leave it to gc)
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     assert proc.returncode == 0, out + err
     assert f"submitter-{running['run_id']}" in out.split(), "the session runs on the instance, beside the job"
     assert _ssh_rules(ec2, running["instance_id"]) == []
