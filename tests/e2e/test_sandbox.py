@@ -80,8 +80,11 @@ shutdown -h now
     assert _s3_text(sandbox, key) == f"written on {iid} in us-east-1a\n"
     boot_log = api.logs(sandbox.settings, iid)
     assert "upload:" in boot_log and "shutdown -h now" in boot_log
-    sandbox.wait_for(lambda: _host_gone(iid), 30, f"{iid}'s host, mounts and loop devices to go")
-    assert not [d for d in st.loops_backed_by(sandbox.settings.sandbox_dir) if iid in (st.loop_backing(d) or "")]
+    def loops() -> list[str]:
+        return [d for d in st.loops_backed_by(sandbox.settings.sandbox_dir) if iid in (st.loop_backing(d) or "")]
+
+    # The loop devices are detached last in the host's teardown, after its container and mounts.
+    sandbox.wait_for(lambda: _host_gone(iid) and not loops(), 30, f"{iid}'s host, mounts and loop devices to go")
 
 
 def test_imds_answers_401_without_token_and_the_instance_id_with_one(sandbox: Any) -> None:
