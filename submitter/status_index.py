@@ -57,14 +57,15 @@ def complete(s3: S3, where: tracking.Where, states: list[dict[str, Any]]) -> int
     remove the writer's role (and end its instance) in between: `submit --wait` calls this first. An entry is a
     function of its document, so one put here and one by the writer are the same key, never a tie."""
     put = 0
-    for sub, runs in _by_submission([st["run_id"] for st in states if st.get("state") in contract.TERMINAL]).items():
+    ended = {st["run_id"]: st for st in states if st.get("state") in contract.TERMINAL}
+    indexer = index.Indexer(where.layout, lambda key: None)  # only its key(): the writers' own naming
+    for sub, runs in _by_submission(list(ended)).items():
         if sub is None:
             continue
         keys = {str(o["Key"]) for o in s3.objects(where.layout.index(sub))}
         for run_id in runs:
-            doc = next(st for st in states if st["run_id"] == run_id)
-            key = where.layout.index_entry(sub, run_id, index.entry(contract.Status.from_json(doc, run_id)))
-            if key not in keys:
+            key = indexer.key(contract.Status.from_json(ended[run_id], run_id))
+            if key is not None and key not in keys:
                 s3.put_bytes(key, b"")
                 put += 1
     return put
