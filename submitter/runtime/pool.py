@@ -102,6 +102,7 @@ class Agent:
         self.current: Attempt | None = None
         self.kept = False  # this worker kept a failed run's instance: it takes no more runs
         self.ended = False  # the run index showed every run of the submission ended: drained without waiting
+        self.runs: list[str] = []  # the submission's runs, from its queued marker (all_ended)
         # When this worker started (the boot script starts it right after the host's install): the instance
         # report's start, so the submit side can count instance-hours per pool (placement/history.py).
         self.booted_at = contract.iso()
@@ -168,7 +169,8 @@ class Agent:
         Anything the index cannot settle (a run without an entry, a tie, a failed listing) means: drain as usual."""
         host, sub = self.host, str(self.args.submission)
         try:
-            runs = contract.queued_runs(host.store.read_json(host.layout.queued(sub)))
+            # The marker is written once, when the runs are queued: read it until it has runs, then keep them.
+            runs = self.runs = self.runs or contract.queued_runs(host.store.read_json(host.layout.queued(sub)))
             latest = index.latest(host.store.keys(host.layout.index(sub)), host.layout, sub)
         except (CommandError, ValueError) as exc:
             log.warning("the run index could not be read (%s): draining the queue", exc)
