@@ -78,6 +78,13 @@ TAG_KEEP_UNTIL = "submitter:keep-until"
 TAG_CACHE_IMAGE, TAG_CACHE_CREATED = "submitter:cache-image", "submitter:cache-created"
 CACHE_MARKER = "submitter-cache.json"
 CACHE_READY = "cache-ready"  # the cache builder's instance report: the volume holds the image, unmounted
+# The boot's install step on a warm cache: the builder downloads the packages it installs (the AWS CLI, e2fsprogs)
+# into CACHE_PACKAGES_HOST and its runtime copies them to CACHE_PACKAGES on the volume; a worker booting on a
+# volume restored from the snapshot installs them from there with no repository (runtime/boot.sh).
+CACHE_PACKAGES_HOST, CACHE_PACKAGES = "/var/cache/submitter-packages", "submitter-packages"
+# The host's data volume: the launch template maps /dev/sdf (Xen kernels name it xvdf), mounted at WORK_BASE/ID.
+DATA_DEVICES = ("/dev/sdf", "/dev/xvdf")
+WORK_BASE = "/mnt/submitter"
 KEPT_UNTIL, KEPT_ENDED, KEPT_END_REASON = "kept_until", "kept_ended_at", "kept_end_reason"
 KEPT = "kept"  # instance report state: the worker kept its failed run's instance, then ended
 KEEP_MARGIN_S = 5 * 60  # the dead-man switch powers a kept host off this long after its window, if the agent hangs

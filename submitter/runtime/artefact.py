@@ -59,7 +59,11 @@ def sha256() -> str:
 
 
 def template() -> str:
-    return resources.files(__package__).joinpath("boot.sh").read_text(encoding="utf-8")
+    """boot.sh as it is sent: without its comment lines (they document the source; EC2 takes 16 KB of user-data)
+    but for shellcheck's directives. The shebang stays; no line of the script's own strings starts with `#`."""
+    lines = resources.files(__package__).joinpath("boot.sh").read_text(encoding="utf-8").splitlines(keepends=True)
+    return lines[0] + "".join(line for line in lines[1:]
+                              if not line.lstrip().startswith("#") or line.lstrip().startswith("# shellcheck "))
 
 
 def boot_report_source() -> str:
@@ -82,6 +86,10 @@ def user_data(values: dict[str, str | int]) -> str:
     values.setdefault("BOOT_REPORT", boot_report_source())
     values.setdefault("BUCKET_OWNER", "")  # unknown: the host reads its own account from IMDS instead
     values.setdefault("EXIT_RETRY", contract.EXIT_RETRY)
+    values.setdefault("CACHE_PACKAGES_HOST", contract.CACHE_PACKAGES_HOST)
+    values.setdefault("CACHE_PACKAGES", contract.CACHE_PACKAGES)
+    values.setdefault("DATA_DEVICES", " ".join(contract.DATA_DEVICES))
+    values.setdefault("WORK_BASE", contract.WORK_BASE)
     values.setdefault("MODE", "agent")  # "cache": the instance `submitter cache` launches (runtime/cache.py)
     text = template()
     for name, value in values.items():

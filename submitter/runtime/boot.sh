@@ -90,11 +90,63 @@ install_tool() {  # COMMAND PACKAGE
   return 1
 }
 
+# A warm cache (docs/image.md) carries the packages of the install step too. Its builder (MODE=cache) downloads
+# them into CACHE_PACKAGES_HOST and installs them from there (which proves the set installs on this image); its
+# runtime copies them onto the volume. A worker whose data volume was restored from the snapshot mounts it here
+# and installs them from it with every repository disabled: no metadata, no download. If that fails (the image
+# changed since), the repositories below still serve.
+CACHE_PACKAGES_HOST={{CACHE_PACKAGES_HOST}}
+WORK={{WORK_BASE}}/"$INSTANCE_ID"
+VOLUME_PACKAGES="$WORK/"{{CACHE_PACKAGES}}
+DATA_DEVICES={{DATA_DEVICES}}        # the launch template's data volume, by the names a kernel may give it
+missing_packages() {  # the packages of the tools this image lacks
+  local pair out=""
+  for pair in aws=awscli-2 mkfs.ext4=e2fsprogs; do
+    command -v "${pair%%=*}" >/dev/null || out="$out ${pair#*=}"
+  done
+  printf '%s' "${out# }"
+}
+install_files() {  # DIR: every package file in DIR, no repository asked
+  timeout 100 dnf install -y -q --disablerepo='*' "$1"/*.rpm 2>&1 | tail -n 1
+  [ -z "$(missing_packages)" ]
+}
+mount_volume() {  # the data volume at $WORK when it has a filesystem (restored); a blank one is the runtime's
+  local device real
+  for device in $DATA_DEVICES; do
+    [ -e "$device" ] || continue
+    real=$(readlink -f "$device")
+    [ -n "$(blkid -o value -s TYPE "$real" 2>/dev/null)" ] || return 1
+    mkdir -p "$WORK" && { mountpoint -q "$WORK" || mount "$real" "$WORK"; }
+    return
+  done
+  return 1
+}
+
 command -v python3 >/dev/null || give_up "python3 is not on this image"
 command -v docker >/dev/null || give_up "docker is not on this image"
 # The ECS-optimized AL2023 AMIs are built from the AL2023 minimal AMI, which has no AWS CLI (docs/decisions.md,
 # "Instance AMI"); the agent runs `aws` for every S3, SQS, SSM and ECR call. e2fsprogs is installed only if absent.
 INSTALL_START=$SECONDS
+WANTED=$(missing_packages)
+if [ -n "$WANTED" ] && command -v dnf >/dev/null; then
+  if [ "$MODE" = cache ]; then
+    # shellcheck disable=SC2086  # WANTED is a list of package names
+    if mkdir -p "$CACHE_PACKAGES_HOST" \
+        && timeout 100 dnf install -y -q --downloadonly --downloaddir="$CACHE_PACKAGES_HOST" $WANTED >/dev/null 2>&1 \
+        && install_files "$CACHE_PACKAGES_HOST"; then
+      echo "installed $WANTED from their downloaded packages, kept for the warm cache, in $((SECONDS - INSTALL_START)) s"
+    else
+      rm -rf "$CACHE_PACKAGES_HOST"
+      echo "could not keep $WANTED's packages for the warm cache; installing from the repositories"
+    fi
+  elif mount_volume && [ -d "$VOLUME_PACKAGES" ]; then
+    if install_files "$VOLUME_PACKAGES"; then
+      echo "installed $WANTED from the warm cache's packages in $((SECONDS - INSTALL_START)) s"
+    else
+      echo "the warm cache's packages did not install here; installing from the repositories"
+    fi
+  fi
+fi
 install_tool aws awscli-2 || give_up "cannot install the AWS CLI: ${INSTALL_ERROR:-unknown error}"
 install_tool mkfs.ext4 e2fsprogs \
   || give_up "cannot install e2fsprogs (mkfs.ext4, for the data volume): ${INSTALL_ERROR:-unknown error}"

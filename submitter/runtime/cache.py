@@ -1,7 +1,9 @@
 """The warm image cache on the instance (docs/image.md, "Warm cache").
 
 `runtime.pyz cache ...` (the boot script of the one instance `submitter cache` launches): mount the data volume,
-put docker's storage on it, pull the job's image, write the marker (CACHE_MARKER: the image and when), unmount,
+put docker's storage on it, pull the job's image, copy the packages the boot's install step downloaded for it
+(contract.CACHE_PACKAGES: the AWS CLI, which a worker's boot then installs from the volume), write the marker
+(CACHE_MARKER: the image, the packages and when), unmount,
 report `cache-ready`, and return; the boot script powers off, the instance stops (its shutdown behaviour is `stop`)
 and the CLI snapshots the volume.
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,9 @@ def read_marker(work: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def write_marker(work: Path, image: str, moment: str) -> dict[str, Any]:
-    marker = {"image": image, "digest": image.rpartition("@")[2] if "@" in image else "", "time": moment}
+def write_marker(work: Path, image: str, moment: str, packages: list[str] | None = None) -> dict[str, Any]:
+    marker = {"image": image, "digest": image.rpartition("@")[2] if "@" in image else "", "time": moment,
+              "packages": packages or []}
     path = work / contract.CACHE_MARKER
     path.with_suffix(".new").write_text(json.dumps(marker))
     path.with_suffix(".new").replace(path)
@@ -92,6 +96,20 @@ def warm(work: Path, image: str) -> str:
     return f"warm cache: the volume holds {image} (cached {marker.get('time')}); {done}"
 
 
+def keep_packages(work: Path, source: Path = Path(contract.CACHE_PACKAGES_HOST)) -> list[str]:
+    """Copy the package files the boot downloaded and installed from (runtime/boot.sh, MODE=cache) onto the
+    volume; returns their names."""
+    files = sorted(source.glob("*.rpm")) if source.is_dir() else []
+    if not files:
+        return []
+    target = work / contract.CACHE_PACKAGES
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for file in files:
+        shutil.copyfile(file, target / file.name)
+    return [file.name for file in files]
+
+
 def build(store: Store, layout: Layout, submission: str, instance_id: str) -> int:
     """The cache builder's whole life on its instance; returns the boot script's exit code (0: ready)."""
     report: dict[str, Any] = {"instance_id": instance_id, "booted_at": contract.iso()}
@@ -103,7 +121,10 @@ def build(store: Store, layout: Layout, submission: str, instance_id: str) -> in
         work = host_mod.prepare_volume(instance_id)
         log.info("cache: %s", use_volume_storage(work))
         host_mod.pull_image(store, sub.get("registry"), str(sub["image"]))
-        report["marker"] = write_marker(work, str(sub["image"]), contract.iso())
+        packages = keep_packages(work)
+        log.info("cache: %s", f"the boot's packages kept on the volume: {', '.join(packages)}" if packages
+                 else "no packages kept: the boot installed nothing from a repository, or could not keep them")
+        report["marker"] = write_marker(work, str(sub["image"]), contract.iso(), packages)
         if systemd_engine():  # the engine's files on the volume must be whole before the snapshot
             run(["systemctl", "stop", "docker"], timeout=300)
         run(["sync"], timeout=300)

@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from submitter import contract
 from submitter.runtime.commands import Result, run
 from submitter.runtime.store import Store
 
 log = logging.getLogger("submitter.runtime")
 
-WORK_BASE = Path("/mnt/submitter")
-DEVICES = ("/dev/sdf", "/dev/xvdf")  # the launch template maps /dev/sdf; Xen kernels rename it xvdf
+WORK_BASE = Path(contract.WORK_BASE)
+DEVICES = contract.DATA_DEVICES
 DEVICE_WAIT = 60.0
 
 

@@ -1,7 +1,8 @@
 """The warm image cache end to end in the sandbox (docs/image.md): `submitter cache SPEC` launches its builder (the
 real boot script in cache mode), which pulls the image onto its data volume and stops; the CLI snapshots the volume
 (the sandbox copies its loop-device file) and removes the builder; a `submit --wait` of the same spec maps the
-snapshot in its launch template, and its worker boots on a volume restored from it (the marker is there); `gc` with
+snapshot in its launch template, and its worker boots on a volume restored from it (the marker is there, and the
+AWS CLI's package the builder's boot kept, which the worker's boot installs from it); `gc` with
 SUBMITTER_CACHE_MAX_AGE_DAYS=0 drops the snapshot."""
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def test_a_cache_snapshot_is_made_then_a_submit_boots_from_it_and_gc_drops_it(
     # Its boot output shows the cache mode's steps, and that docker's storage stayed on the machine's engine.
     boot = api.logs(sandbox.settings, builder)
     assert "no systemd-run docker engine here" in boot and contract.CACHE_READY in boot, boot[-3000:]
+    # ... and that it kept the AWS CLI's package (the host image lacks it; it has e2fsprogs) on the volume.
+    assert "installed awscli-2 from their downloaded packages, kept for the warm cache" in boot, boot[-3000:]
+    assert "the boot's packages kept on the volume: awscli-2.rpm" in boot, boot[-3000:]
 
     again = _cli(sandbox_env, "cache", str(spec), "--json")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -109,6 +113,8 @@ def test_a_cache_snapshot_is_made_then_a_submit_boots_from_it_and_gc_drops_it(
     worker_boot = api.logs(sandbox.settings, run["instance_id"])
     assert f"warm cache: the volume holds {done['image']}" in worker_boot, worker_boot[-3000:]
     assert "formatting" not in worker_boot  # a restored volume is mounted as it is, never re-formatted
+    # The worker's boot installed the AWS CLI from the volume, every repository disabled.
+    assert "installed awscli-2 from the warm cache's packages in " in worker_boot, worker_boot[-3000:]
 
     env0 = {**sandbox_env, "SUBMITTER_CACHE_MAX_AGE_DAYS": "0"}
     time.sleep(1)  # its age is above 0 days

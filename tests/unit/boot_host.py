@@ -17,7 +17,7 @@ STANDIN = Path(images.HERE) / "dnf.sh"
 SHA = "0" * 64
 # What the boot script and the dnf stand-in call; anything else is absent, as on a minimal image.
 TOOLS = ["bash", "sh", "curl", "sed", "date", "tr", "tail", "timeout", "sleep", "mkdir", "sha256sum", "cp", "touch",
-         "cat", "rm"]
+         "cat", "rm", "readlink", "tar", "basename"]
 
 
 def render(**values: str | int) -> str:

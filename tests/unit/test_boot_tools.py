@@ -21,6 +21,7 @@ from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from submitter import contract
 from submitter.runtime import artefact, boot_report
 from submitter.sandbox.imds import Imds, InstanceMeta
 
@@ -123,6 +124,69 @@ def test_a_boot_installs_what_the_image_lacks_then_reports_with_the_aws_cli(tmp_
         "--should-decrement-desired-capacity",
     ]
     assert host.shutdowns()[-1] == "-h now" and out.returncode == 1
+
+
+# ----------------------------------------------------------------------------------------- the warm cache's packages
+
+
+def _tools(root: Path, calls: Path) -> None:
+    package(root, "awscli-2", {"usr/bin/aws": f'#!/bin/sh\necho "$*" >> {calls}\n'})
+    package(root, "e2fsprogs", {"usr/sbin/mkfs.ext4": "#!/bin/sh\nexit 0\n"})
+
+
+def _worker(base: Path, imds: Imds, filesystem: str) -> tuple[Host, Path, dict[str, str | int]]:
+    """A worker host whose data volume (a file standing for /dev/sdf) has `filesystem` ("" blank); `mount` records
+    its arguments, the work root being the volume's contents. Returns the host, its work root and render values."""
+    base.mkdir()
+    host = Host(base, imds, [*TOOLS, "python3"])
+    device = base / "sdf"
+    device.write_text("")
+    host.stub("blkid", f"echo {filesystem}" if filesystem else "exit 2")
+    host.stub("mountpoint", "exit 1")
+    host.stub("mount", f'echo "$*" >> {base}/mount.log')
+    return host, base / "mnt" / INSTANCE, {"DATA_DEVICES": f"{base}/missing {device}", "WORK_BASE": str(base / "mnt"),
+                                           "BUCKET_OWNER": ""}
+
+
+def test_a_cache_builder_keeps_the_packages_it_installs_and_a_worker_installs_them_from_its_volume_alone(
+        tmp_path: Path, imds: Imds) -> None:
+    (tmp_path / "b").mkdir()
+    builder = Host(tmp_path / "b", imds, [*TOOLS, "python3"])
+    calls, kept = tmp_path / "aws.log", tmp_path / "kept"
+    _tools(builder.root, calls)
+    out = builder.boot(render(MODE="cache", BUCKET_OWNER="", CACHE_PACKAGES_HOST=str(kept)))
+    assert "installed awscli-2 e2fsprogs from their downloaded packages, kept for the warm cache" in out.stdout, \
+        out.stdout
+    assert sorted(p.name for p in kept.iterdir()) == ["awscli-2.rpm", "e2fsprogs.rpm"]
+    assert (builder.root / "usr/bin/aws").is_file()
+
+    # A worker whose repository has nothing: only the volume's packages can give it the AWS CLI.
+    worker, work, values = _worker(tmp_path / "w", imds, "ext4")
+    shutil.copytree(kept, work / contract.CACHE_PACKAGES)
+    out = worker.boot(render(**values))
+    assert "installed awscli-2 e2fsprogs from the warm cache's packages in " in out.stdout, out.stdout
+    assert (tmp_path / "w/mount.log").read_text() == f"{tmp_path}/w/sdf {work}\n"
+    assert "boot failed: no account id for the bucket owner" in out.stdout  # the step after the installs
+    assert calls.read_text().startswith("s3api put-object --bucket b ")  # it reported with the installed CLI
+
+
+def test_a_worker_whose_volume_packages_do_not_install_uses_the_repositories(tmp_path: Path, imds: Imds) -> None:
+    worker, work, values = _worker(tmp_path / "w", imds, "ext4")
+    _tools(worker.root, tmp_path / "aws.log")
+    (work / contract.CACHE_PACKAGES).mkdir(parents=True)
+    (work / contract.CACHE_PACKAGES / "awscli-2.rpm").write_text("not a package")
+    out = worker.boot(render(**values))
+    assert "the warm cache's packages did not install here; installing from the repositories" in out.stdout
+    assert "installed awscli-2 in " in out.stdout, out.stdout
+
+
+def test_a_worker_on_a_blank_volume_leaves_it_to_the_runtime_and_uses_the_repositories(
+        tmp_path: Path, imds: Imds) -> None:
+    worker, _, values = _worker(tmp_path / "w", imds, "")
+    _tools(worker.root, tmp_path / "aws.log")
+    out = worker.boot(render(**values))
+    assert "installed awscli-2 in " in out.stdout and "warm cache" not in out.stdout, out.stdout
+    assert not (tmp_path / "w/mount.log").exists()  # a blank volume is formatted by the runtime, not mounted here
 
 
 # ----------------------------------------------------------------------------------------- SigV4

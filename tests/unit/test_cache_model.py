@@ -169,3 +169,21 @@ def test_on_a_systemd_host_docker_storage_moves_to_the_volume(tmp_path: Path, mo
     assert done == f"docker's storage is {work / 'docker'}"
     assert json.loads(config.read_text()) == {"max-concurrent-downloads": 10, "data-root": str(work / "docker")}
     assert "systemctl restart docker" in log.read_text()
+
+
+def test_the_builder_keeps_the_boots_downloaded_packages_on_the_volume(tmp_path: Path) -> None:
+    source, work = tmp_path / "downloaded", tmp_path / "work"
+    work.mkdir()
+    assert runtime_cache.keep_packages(work, source) == []  # the boot kept none (the image had every tool)
+    assert not (work / contract.CACHE_PACKAGES).exists()
+    source.mkdir()
+    for name in ("awscli-2.rpm", "e2fsprogs.rpm", "repomd.xml"):
+        (source / name).write_text(name)
+    (work / contract.CACHE_PACKAGES).mkdir()
+    (work / contract.CACHE_PACKAGES / "stale.rpm").write_text("an older build's")
+    assert runtime_cache.keep_packages(work, source) == ["awscli-2.rpm", "e2fsprogs.rpm"]
+    kept = work / contract.CACHE_PACKAGES
+    assert sorted(p.name for p in kept.iterdir()) == ["awscli-2.rpm", "e2fsprogs.rpm"]
+    assert (kept / "awscli-2.rpm").read_text() == "awscli-2.rpm"
+    marker = runtime_cache.write_marker(work, "reg/x@sha256:1", "2026-12-01T00:00:00Z", ["awscli-2.rpm"])
+    assert runtime_cache.read_marker(work) == marker and marker["packages"] == ["awscli-2.rpm"]

@@ -12,7 +12,7 @@ from submitter import contract
 from submitter.backends import job_role, policy
 from submitter.plan import Placement, Plan, fit, role_name, uses_gpu
 
-DATA_DEVICE = "/dev/sdf"
+DATA_DEVICE = contract.DATA_DEVICES[0]
 AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 SPOT_ALLOCATION = "price-capacity-optimized"  # when the plan chose none: cheap pools least likely to be reclaimed
