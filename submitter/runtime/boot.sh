@@ -106,8 +106,8 @@ missing_packages() {  # the packages of the tools this image lacks
   done
   printf '%s' "${out# }"
 }
-install_files() {  # DIR: every package file in DIR, no repository asked
-  timeout 100 dnf install -y -q --disablerepo='*' "$1"/*.rpm 2>&1 | tail -n 1
+install_files() {  # DIR: every package file in DIR, no repository asked, each file's signature checked
+  timeout 100 dnf install -y -q --disablerepo='*' --setopt=localpkg_gpgcheck=True "$1"/*.rpm 2>&1 | tail -n 1
   [ -z "$(missing_packages)" ]
 }
 mount_volume() {  # the data volume at $WORK when it has a filesystem (restored); a blank one is the runtime's
