@@ -255,7 +255,10 @@ def _levers(fixed: float, extract_mb_s: float, cached_install: float
         f"lowest provisioned initialization rate, 100 MiB/s): {FIRST_READ_MB} MB read before the first step cost "
         f"{lazy:.0f} s. Fast Snapshot Restore removes that wait (volumes fully initialized at creation) for "
         f"${FSR_USD_HOUR}/h per snapshot and AZ while enabled, more than a g4dn.xlarge spot hour, so only for a "
-        f"sweep sharing it. Storage: {SNAPSHOT_GB} GB x ${SNAPSHOT_USD_GB_MONTH}/GB-month = "
+        f"sweep sharing it. A provisioned initialization rate (100-300 MiB/s, the launch template's "
+        "VolumeInitializationRate; EBS User Guide, same page) would make the restore predictable, at a price per GiB "
+        "not verified here: not used, not counted. "
+        f"Storage: {SNAPSHOT_GB} GB x ${SNAPSHOT_USD_GB_MONTH}/GB-month = "
         f"${SNAPSHOT_GB * SNAPSHOT_USD_GB_MONTH:.2f}/month per cached image. Built: `submitter cache SPEC` "
         "(docs/image.md); the figures above stay on paper.",
         f"the install step: a warm cache also carries the packages the boot installs (the AWS CLI: the "
