@@ -137,7 +137,7 @@ if [ -n "$WANTED" ] && command -v dnf >/dev/null; then
       echo "installed $WANTED from their downloaded packages, kept for the warm cache, in $((SECONDS - INSTALL_START)) s"
     else
       rm -rf "$CACHE_PACKAGES_HOST"
-      echo "could not keep $WANTED's packages for the warm cache; installing from the repositories"
+      echo "could not keep the packages ($WANTED) for the warm cache; installing from the repositories"
     fi
   elif mount_volume && [ -d "$VOLUME_PACKAGES" ]; then
     if install_files "$VOLUME_PACKAGES"; then

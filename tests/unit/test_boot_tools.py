@@ -170,6 +170,18 @@ def test_a_cache_builder_keeps_the_packages_it_installs_and_a_worker_installs_th
     assert calls.read_text().startswith("s3api put-object --bucket b ")  # it reported with the installed CLI
 
 
+def test_a_cache_builder_that_cannot_download_keeps_nothing_and_says_why_it_gives_up(
+        tmp_path: Path, imds: Imds) -> None:
+    builder = Host(tmp_path, imds, [*TOOLS, "python3"])  # the repository has no awscli-2
+    kept = tmp_path / "kept"
+    out = builder.boot(render(MODE="cache", CACHE_PACKAGES_HOST=str(kept)))
+    assert "could not keep the packages (awscli-2 e2fsprogs) for the warm cache; installing from the repositories" \
+        in out.stdout
+    assert not kept.exists()
+    assert "boot failed: cannot install the AWS CLI: Error: Unable to find a match: awscli-2" in out.stdout
+    assert out.returncode == 1 and builder.shutdowns()[-1] == "-h now"
+
+
 def test_a_worker_whose_volume_packages_do_not_install_uses_the_repositories(tmp_path: Path, imds: Imds) -> None:
     worker, work, values = _worker(tmp_path / "w", imds, "ext4")
     _tools(worker.root, tmp_path / "aws.log")
