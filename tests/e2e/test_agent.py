@@ -46,8 +46,10 @@ def image(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
                    text=True, check=True, capture_output=True)
     subprocess.run(["docker", "build", "--quiet", "--tag", tag, str(context)], check=True, capture_output=True)
     subprocess.run(["docker", "push", tag], check=True, capture_output=True)
-    digest = subprocess.run(["docker", "inspect", "--format", "{{index .RepoDigests 0}}", tag],
-                            check=True, capture_output=True, text=True).stdout.strip()
+    # The digest reference of this push: the same image pushed by an earlier run elsewhere has other RepoDigests.
+    digests = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .RepoDigests}}", tag],
+                                        check=True, capture_output=True, text=True).stdout)
+    digest = next(d for d in digests if d.startswith(tag.rsplit(":", 1)[0] + "@"))
     try:
         yield digest
     finally:
