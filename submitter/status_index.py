@@ -58,13 +58,12 @@ def complete(s3: S3, where: tracking.Where, states: list[dict[str, Any]]) -> int
     function of its document, so one put here and one by the writer are the same key, never a tie."""
     put = 0
     ended = {st["run_id"]: st for st in states if st.get("state") in contract.TERMINAL}
-    indexer = index.Indexer(where.layout, lambda key: None)  # only its key(): the writers' own naming
     for sub, runs in _by_submission(list(ended)).items():
         if sub is None:
             continue
         keys = {str(o["Key"]) for o in s3.objects(where.layout.index(sub))}
         for run_id in runs:
-            key = indexer.key(contract.Status.from_json(ended[run_id], run_id))
+            key = index.entry_key(where.layout, contract.Status.from_json(ended[run_id], run_id))
             if key is not None and key not in keys:
                 s3.put_bytes(key, b"")
                 put += 1

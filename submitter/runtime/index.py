@@ -106,6 +106,12 @@ def latest(keys: list[str], layout: contract.Layout, submission_id: str) -> dict
     return best
 
 
+def entry_key(layout: contract.Layout, status: contract.Status) -> str | None:
+    """The index entry's key for `status`, as every writer names it; None for a run id of no submission's shape."""
+    sub = contract.submission_of(status.run_id)  # from the id's shape, never from what a document claims
+    return None if sub is None else layout.index_entry(sub, status.run_id, entry(status))
+
+
 class Indexer:
     """Writes a run's index entries, once per state or attempt change: `put(key)` the new one (an empty object),
     then `delete(key)` the one it supersedes (the writer's own last, or the entry of the document it started
@@ -119,8 +125,7 @@ class Indexer:
         self.last: dict[str, str] = {}
 
     def key(self, status: contract.Status) -> str | None:
-        sub = contract.submission_of(status.run_id)  # from the id's shape, never from what a document claims
-        return None if sub is None else self.layout.index_entry(sub, status.run_id, entry(status))
+        return entry_key(self.layout, status)
 
     def follow(self, previous: contract.Status) -> None:
         """`previous` is the run's document as read before changing it: its entry is the one to supersede."""
