@@ -70,8 +70,9 @@ LARGEST_LAYER_MB = 1500  # assumed: the CUDA image's biggest layer (the conda en
 STREAMS = {"docker's default": 3, "the boot's setting": 10}  # runtime/boot.sh PULL_STREAMS
 FIRST_READ_MB = 3000  # assumed: what the job reads of the restored image before its first step (python, torch, CUDA)
 PACKAGES_MB = 60  # assumed: the AWS CLI's packages on the cache volume (awscli-2 and its python3 dependencies)
-RPM_SCALE = 2  # assumed: awscli-2 and its dependencies at most twice the v1 tree measured (v2 adds awscrt, its own
-DNF_START_S = 3  # botocore, prompt-toolkit); assumed: dnf loading the installed packages and solving over them
+# assumed: awscli-2 and its dependencies at most twice the v1 tree measured (v2 adds awscrt, its own botocore,
+# prompt-toolkit); dnf loading the installed packages and solving over them alone
+RPM_SCALE, DNF_START_S = 2, 3
 LAZY_MB_S = 105  # 100 MiB/s: the lowest EBS volume initialization rate AWS offers; none is published for default
 SNAPSHOT_GB = 8  # assumed: the image's unpacked docker data (about 2.3x its compressed size)
 SNAPSHOT_USD_GB_MONTH = 0.05  # EBS snapshot storage, standard tier

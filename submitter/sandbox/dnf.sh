@@ -33,21 +33,14 @@ if [ "$command" != install ] || [ -z "$packages$files" ]; then
     echo "dnf (sandbox stand-in): only 'dnf install PACKAGE...' is offered here" >&2
     exit 1
 fi
-if [ -n "$packages" ] && [ -n "$norepo" ]; then
-    for package in $packages; do
-        echo "No match for argument: $package" >&2
-    done
-    echo "Error: Unable to find a match:$packages" >&2
-    exit 1
-fi
-if [ -n "$packages" ] && [ ! -d "$repo" ]; then
+if [ -n "$packages" ] && [ -z "$norepo" ] && [ ! -d "$repo" ]; then
     # What dnf says when the instance cannot reach its repository (no route, no endpoint, mirror down).
     echo "Error: Failed to download metadata for repo 'amazonlinux': Cannot download repomd.xml: Cannot download repodata/repomd.xml: All mirrors were tried" >&2
     exit 1
 fi
 missing=""
-for package in $packages; do
-    [ -d "$repo/$package" ] || missing="$missing $package"
+for package in $packages; do  # with every repository disabled, no package name matches
+    { [ -z "$norepo" ] && [ -d "$repo/$package" ]; } || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
     for package in $missing; do
